@@ -1,0 +1,44 @@
+"""The project's errors, in one place. Each carries a one-line, actionable message."""
+
+from __future__ import annotations
+
+
+class GridshareError(Exception):
+    """Base of every error gridshare reports to a user as one line."""
+
+
+class ConfigError(GridshareError):
+    """A setting is missing or malformed."""
+
+    def __init__(self, setting: str, problem: str) -> None:
+        super().__init__(f"configuration: {setting} {problem}")
+        self.setting = setting
+
+
+class ServiceUnreachable(GridshareError):
+    """A dependency (database, broker, chain) cannot be reached."""
+
+    def __init__(self, service: str, setting: str, url: str, cause: object) -> None:
+        super().__init__(
+            f"{service} unreachable at {url} ({_short(cause)}); check {setting} "
+            "or start the local stack with `gridshare stack up`"
+        )
+        self.service = service
+        self.setting = setting
+
+
+class StackError(GridshareError):
+    """A local-stack service failed to start, stop or become healthy."""
+
+
+class NotDeployed(GridshareError):
+    """The contracts have no deployment record for this chain yet."""
+
+
+class ContractRevert(GridshareError):
+    """A transaction was refused on-chain; the message names the decoded custom error."""
+
+
+def _short(cause: object) -> str:
+    text = str(cause).strip().splitlines()
+    return text[0][:200] if text else type(cause).__name__

@@ -1,0 +1,62 @@
+"""One settings object for every component, read from GRIDSHARE_* variables and `.env`."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
+
+
+class Settings(BaseSettings):
+    """Configuration; defaults are the local stack's (SPEC §2)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GRIDSHARE_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    db_url: str = "postgresql://gridshare@127.0.0.1:55432/gridshare"
+    mqtt_url: str = "mqtt://127.0.0.1:11883"
+    rpc_url: str = "http://127.0.0.1:18545"
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    api_host: str = "127.0.0.1"
+    ingest_metrics_port: int = Field(default=9101, ge=0, le=65535)
+    period_seconds: int = Field(default=86400, ge=1)
+    state_dir: Path = Path("./.gridshare")
+    log_level: str = "INFO"
+    chain_id: int = 31337
+    mnemonic: str = ANVIL_MNEMONIC
+    investors: int = Field(default=3, ge=1, le=20)
+    oracles: int = Field(default=5, ge=1, le=20)
+    oracle_threshold: int = Field(default=3, ge=1, le=20)
+
+    @property
+    def db_port(self) -> int:
+        return urlsplit(self.db_url).port or 5432
+
+    @property
+    def mqtt_host(self) -> str:
+        return urlsplit(self.mqtt_url).hostname or "127.0.0.1"
+
+    @property
+    def mqtt_port(self) -> int:
+        return urlsplit(self.mqtt_url).port or 1883
+
+    @property
+    def rpc_port(self) -> int:
+        return urlsplit(self.rpc_url).port or 8545
+
+    @property
+    def state_path(self) -> Path:
+        """The state dir as an absolute path, so child processes may change directory."""
+        return self.state_dir.expanduser().resolve()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings (tests build their own `Settings` instead)."""
+    return Settings()

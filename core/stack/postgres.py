@@ -1,0 +1,129 @@
+"""The local PostgreSQL: its own initdb data dir under the state dir, loopback TCP only."""
+
+from __future__ import annotations
+
+import glob
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import psycopg
+
+from gridshare.core.errors import StackError
+from gridshare.core.settings import Settings
+from gridshare.core.stack.process import ManagedProcess, port_open, wait_until
+from gridshare.core.stack.privileges import service_user, share_path_with
+
+
+class Postgres:
+    """Lifecycle of the local PostgreSQL server named by GRIDSHARE_DB_URL."""
+
+    name = "postgres"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.root = settings.state_path / "postgres"
+        self.data = self.root / "data"
+        self.process = ManagedProcess(
+            "postgres",
+            pid_file=self.root / "postgres.pid",
+            log_file=settings.state_path / "logs" / "postgres.log",
+            exe_name="postgres",
+            stop_signal=signal.SIGINT,  # "fast" shutdown: does not wait for clients
+        )
+        url = urlsplit(settings.db_url)
+        self.host = url.hostname or "127.0.0.1"
+        self.port = url.port or 5432
+        self.role = url.username or "gridshare"
+        self.database = url.path.lstrip("/") or "gridshare"
+
+    def up(self) -> bool:
+        """Initialise if needed and start; False if it was already running."""
+        if self.process.pid() is not None:
+            return False
+        if port_open(self.host, self.port):
+            raise StackError(
+                f"postgres: port {self.port} is taken by another process; "
+                "change GRIDSHARE_DB_URL or stop that process"
+            )
+        user = service_user("postgres")
+        self._initdb(user)
+        self.process.start(
+            [
+                _binary("postgres"), "-D", str(self.data), "-p", str(self.port),
+                "-c", f"listen_addresses={self.host}", "-c", "unix_socket_directories=",
+            ],
+            user=user,
+        )
+        wait_until(self._accepts, 60, "accepting connections", self.process)
+        self._create_role_and_database()
+        return True
+
+    def down(self) -> bool:
+        return self.process.stop(timeout=60)
+
+    def status(self) -> str:
+        pid = self.process.pid()
+        if pid is None:
+            return "stopped"
+        state = "healthy" if self._accepts() else "starting"
+        return f"running pid={pid} port={self.port} {state}"
+
+    def _initdb(self, user: str | None) -> None:
+        if (self.data / "PG_VERSION").exists():
+            return
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.process.log_file.parent.mkdir(parents=True, exist_ok=True)
+        if user:
+            share_path_with(self.root, user)
+            share_path_with(self.process.log_file.parent, user, tree=False)
+        result = subprocess.run(
+            [
+                _binary("initdb"), "-D", str(self.data), "-U", "postgres",
+                "--auth-local=trust", "--auth-host=trust", "-E", "UTF8", "--locale=C.UTF-8",
+            ],
+            capture_output=True, text=True, user=user, check=False,
+        )
+        if result.returncode != 0:
+            shutil.rmtree(self.data, ignore_errors=True)
+            raise StackError(f"postgres: initdb failed: {result.stderr.strip()[-300:]}")
+        with open(self.data / "postgresql.conf", "a") as conf:
+            conf.write(
+                "\n# gridshare local stack\n"
+                "max_connections = 200\nshared_buffers = 256MB\n"
+                "synchronous_commit = on\nfsync = on\n"
+                "log_min_messages = warning\n"
+            )
+
+    def _accepts(self) -> bool:
+        try:
+            with psycopg.connect(self._admin_url(), connect_timeout=2):
+                return True
+        except psycopg.Error:
+            return False
+
+    def _admin_url(self) -> str:
+        return f"postgresql://postgres@{self.host}:{self.port}/postgres"
+
+    def _create_role_and_database(self) -> None:
+        with psycopg.connect(self._admin_url(), autocommit=True) as conn:
+            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (self.role,)).fetchone():
+                conn.execute(f'CREATE ROLE "{self.role}" LOGIN')
+            if not conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)
+            ).fetchone():
+                conn.execute(f'CREATE DATABASE "{self.database}" OWNER "{self.role}"')
+
+
+def _binary(name: str) -> str:
+    """Debian keeps server binaries outside PATH; take the newest installed major version."""
+    candidates = sorted(
+        glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
+        key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0,
+    )
+    found = candidates[-1] if candidates else shutil.which(name)
+    if not found:
+        raise StackError(f"postgres: `{name}` not found; run `make setup` to install postgresql")
+    return found
