@@ -1,1 +1,1 @@
-"""placeholder"""
+"""Investor API and dashboard."""

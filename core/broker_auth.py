@@ -8,6 +8,7 @@ running broker on SIGHUP, without a restart.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -94,10 +95,8 @@ class BrokerAuth:
 
     def reload(self) -> None:
         """SIGHUP makes mosquitto re-read its password and ACL files."""
-        try:
+        with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
             os.kill(int(self.pid_file.read_text().strip()), signal.SIGHUP)
-        except (FileNotFoundError, ValueError, ProcessLookupError):
-            pass
 
     def _entries(self) -> dict[str, str]:
         try:

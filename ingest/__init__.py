@@ -1,1 +1,1 @@
-"""placeholder"""
+"""Ingest worker: MQTT telemetry to PostgreSQL/TimescaleDB, nothing lost, nothing doubled."""

@@ -1,1 +1,1 @@
-"""placeholder"""
+"""Oracle: settlement periods, per-device Merkle leaves, M-of-N signed attestations, funding."""

@@ -6,7 +6,6 @@ import shutil
 from pathlib import Path
 
 import httpx
-
 from gridshare.core.errors import StackError
 from gridshare.core.settings import Settings
 from gridshare.core.stack.process import ManagedProcess, port_open, wait_until
@@ -52,15 +51,24 @@ class Anvil:
         self.process.start(
             [
                 anvil_binary(),
-                "--host", "127.0.0.1",
-                "--port", str(self.port),
-                "--chain-id", str(self.settings.chain_id),
-                "--mnemonic", self.settings.mnemonic,
-                "--accounts", "20",
-                "--balance", "100000",
-                "--state", str(self.state_file),
-                "--state-interval", "5",
-                "--gas-limit", "60000000",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--chain-id",
+                str(self.settings.chain_id),
+                "--mnemonic",
+                self.settings.mnemonic,
+                "--accounts",
+                "20",
+                "--balance",
+                "100000",
+                "--state",
+                str(self.state_file),
+                "--state-interval",
+                "5",
+                "--gas-limit",
+                "60000000",
             ]
         )
         wait_until(self._answers, 30, "answering JSON-RPC", self.process)

@@ -10,11 +10,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import psycopg
-
 from gridshare.core.errors import StackError
 from gridshare.core.settings import Settings
-from gridshare.core.stack.process import ManagedProcess, port_open, wait_until
 from gridshare.core.stack.privileges import service_user, share_path_with
+from gridshare.core.stack.process import ManagedProcess, port_open, wait_until
 
 
 class Postgres:
@@ -52,8 +51,15 @@ class Postgres:
         self._initdb(user)
         self.process.start(
             [
-                _binary("postgres"), "-D", str(self.data), "-p", str(self.port),
-                "-c", f"listen_addresses={self.host}", "-c", "unix_socket_directories=",
+                _binary("postgres"),
+                "-D",
+                str(self.data),
+                "-p",
+                str(self.port),
+                "-c",
+                f"listen_addresses={self.host}",
+                "-c",
+                "unix_socket_directories=",
             ],
             user=user,
         )
@@ -81,10 +87,21 @@ class Postgres:
             share_path_with(self.process.log_file.parent, user, tree=False)
         result = subprocess.run(
             [
-                _binary("initdb"), "-D", str(self.data), "-U", "postgres",
-                "--auth-local=trust", "--auth-host=trust", "-E", "UTF8", "--locale=C.UTF-8",
+                _binary("initdb"),
+                "-D",
+                str(self.data),
+                "-U",
+                "postgres",
+                "--auth-local=trust",
+                "--auth-host=trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
             ],
-            capture_output=True, text=True, user=user, check=False,
+            capture_output=True,
+            text=True,
+            user=user,
+            check=False,
         )
         if result.returncode != 0:
             shutil.rmtree(self.data, ignore_errors=True)
@@ -109,7 +126,8 @@ class Postgres:
 
     def _create_role_and_database(self) -> None:
         with psycopg.connect(self._admin_url(), autocommit=True) as conn:
-            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (self.role,)).fetchone():
+            role = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (self.role,))
+            if not role.fetchone():
                 conn.execute(f'CREATE ROLE "{self.role}" LOGIN')
             if not conn.execute(
                 "SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)

@@ -1,0 +1,154 @@
+"""The device telemetry payload (SPEC §4): its model, canonical signing bytes, and checks.
+
+Input from the broker stays `untrusted_…` until `parse_telemetry` has validated it; the
+signature is checked over the canonical form of the object *as received* (keys sorted, no
+whitespace, UTF-8), never over a re-serialisation of the validated model, whose number
+formatting could differ.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from gridshare.core.signing import sign
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+MAX_PAYLOAD_BYTES = 16 * 1024
+MAX_POWER_W = 50_000_000  # 50 MW: above any single PV plant, pile or cabinet
+MAX_METER = 2**53 - 1  # exact in JSON numbers and in JavaScript clients
+TELEMETRY_TOPIC = "gridshare/v1/devices/{device_id}/telemetry"
+STATUS_TOPIC = "gridshare/v1/devices/{device_id}/status"
+DEVICE_ID_PATTERN = r"^(cp|pv|bs)-[A-Za-z0-9_-]{1,60}$"
+
+
+class DeviceType(StrEnum):
+    CHARGING_PILE = "charging_pile"
+    PV_PLANT = "pv_plant"
+    BATTERY_SWAP = "battery_swap"
+
+    @property
+    def prefix(self) -> str:
+        return {"charging_pile": "cp", "pv_plant": "pv", "battery_swap": "bs"}[self.value]
+
+    @property
+    def pool_stem(self) -> str:
+        """Pools are named after their device type: `charging-pile-1`, `pv-plant-1`, …"""
+        return self.value.replace("_", "-")
+
+
+class QuarantineReason(StrEnum):
+    """Why a message was rejected (SPEC §10 metric label and `quarantine.reason`)."""
+
+    PARSE_ERROR = "parse_error"
+    SCHEMA_ERROR = "schema_error"
+    UNKNOWN_DEVICE = "unknown_device"
+    BAD_SIGNATURE = "bad_signature"
+    METER_REGRESSION = "meter_regression"
+    TOO_LARGE = "too_large"
+
+
+Status = Literal["idle", "charging", "generating", "swapping", "fault", "maintenance"]
+Meter = Annotated[int, Field(ge=0, le=MAX_METER, strict=True)]
+
+
+class Telemetry(BaseModel):
+    """One signed reading of a device's meters and state."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    v: Literal[1]
+    device_id: str = Field(pattern=DEVICE_ID_PATTERN)
+    type: DeviceType
+    seq: Annotated[int, Field(ge=0, le=2**63 - 1, strict=True)]
+    ts: datetime
+    status: Status
+    power_w: Annotated[float, Field(ge=0, le=MAX_POWER_W, allow_inf_nan=False)]
+    soc_pct: Annotated[float, Field(ge=0, le=100, allow_inf_nan=False)] | None = None
+    energy_wh_total: Meter
+    sessions_total: Meter | None = None
+    revenue_minor_total: Meter
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    sig: str = Field(pattern=r"^0x[0-9a-fA-F]{130}$")
+
+    @field_validator("ts")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        if value.tzinfo is None or value.utcoffset() != UTC.utcoffset(None):
+            raise ValueError("ts must be RFC 3339 in UTC (suffix Z)")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Telemetry:
+        if not self.device_id.startswith(self.type.prefix + "-"):
+            raise ValueError(f"device_id {self.device_id} does not match type {self.type}")
+        if self.type is DeviceType.PV_PLANT and (
+            self.soc_pct is not None or self.sessions_total is not None
+        ):
+            raise ValueError("pv_plant readings carry no soc_pct or sessions_total")
+        return self
+
+
+class PayloadError(ValueError):
+    """A message that cannot become a `Telemetry`, with the quarantine reason."""
+
+    def __init__(self, reason: QuarantineReason, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def canonical_bytes(untrusted_object: dict[str, Any]) -> bytes:
+    """The signed form: the object without `sig`, keys sorted, no whitespace, UTF-8."""
+    unsigned = {k: v for k, v in untrusted_object.items() if k != "sig"}
+    return json.dumps(
+        unsigned, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+def parse_telemetry(untrusted_raw: bytes) -> tuple[Telemetry, bytes]:
+    """Validate raw bytes into a Telemetry and its canonical signing bytes, or PayloadError.
+
+    The signature itself is not checked here: that needs the registered device address.
+    """
+    if len(untrusted_raw) > MAX_PAYLOAD_BYTES:
+        raise PayloadError(
+            QuarantineReason.TOO_LARGE, f"{len(untrusted_raw)} bytes > {MAX_PAYLOAD_BYTES}"
+        )
+    try:
+        untrusted_object = json.loads(
+            untrusted_raw.decode("utf-8"), parse_constant=_reject_constant
+        )
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise PayloadError(QuarantineReason.PARSE_ERROR, str(exc)[:300]) from exc
+    if not isinstance(untrusted_object, dict):
+        raise PayloadError(QuarantineReason.SCHEMA_ERROR, "payload is not a JSON object")
+    try:
+        reading = Telemetry.model_validate(untrusted_object)
+    except ValidationError as exc:
+        raise PayloadError(QuarantineReason.SCHEMA_ERROR, _first_error(exc)) from exc
+    return reading, canonical_bytes(untrusted_object)
+
+
+def encode_reading(fields: dict[str, Any], sign_with: bytes) -> bytes:
+    """A device's side: sign `fields` (no `sig`) and return the JSON payload bytes."""
+    signed = dict(fields, sig=sign(sign_with, canonical_bytes(fields)))
+    return json.dumps(signed, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def format_ts(moment: datetime) -> str:
+    """RFC 3339 UTC with a Z suffix, millisecond precision at most."""
+    text = moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return text.replace(".000Z", "Z")
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _first_error(exc: ValidationError) -> str:
+    error = exc.errors()[0]
+    where = ".".join(str(p) for p in error["loc"]) or "payload"
+    return f"{where}: {error['msg']}"[:300]

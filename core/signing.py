@@ -1,0 +1,54 @@
+"""EIP-191 ("personal_sign") signatures over canonical payload bytes, via coincurve.
+
+eth-account does the same (tests check that), but coincurve is ~20x faster, which matters
+when one ingest worker verifies thousands of readings per second.
+"""
+
+from __future__ import annotations
+
+from coincurve import PrivateKey, PublicKey
+from eth_utils import keccak, to_checksum_address
+
+
+class SignatureError(ValueError):
+    """The signature is malformed or does not recover to an address."""
+
+
+def eip191_digest(message: bytes) -> bytes:
+    """keccak256("\\x19Ethereum Signed Message:\\n" + len(message) + message)."""
+    return keccak(b"\x19Ethereum Signed Message:\n" + str(len(message)).encode() + message)
+
+
+def sign(private_key: bytes, message: bytes) -> str:
+    """The 65-byte r‖s‖v signature (v = 27/28) as 0x-hex."""
+    raw = PrivateKey(private_key).sign_recoverable(eip191_digest(message), hasher=None)
+    return "0x" + (raw[:64] + bytes([raw[64] + 27])).hex()
+
+
+def recover(message: bytes, untrusted_signature: str) -> str:
+    """The checksummed address that signed `message`, or SignatureError."""
+    try:
+        raw = bytes.fromhex(untrusted_signature.removeprefix("0x"))
+    except ValueError as exc:
+        raise SignatureError("signature is not hex") from exc
+    if len(raw) != 65:
+        raise SignatureError(f"signature has {len(raw)} bytes, expected 65")
+    v = raw[64] - 27 if raw[64] >= 27 else raw[64]
+    if v not in (0, 1):
+        raise SignatureError(f"invalid recovery id {raw[64]}")
+    try:
+        public = PublicKey.from_signature_and_message(
+            raw[:64] + bytes([v]), eip191_digest(message), hasher=None
+        )
+    except ValueError as exc:
+        raise SignatureError(f"signature does not recover: {exc}") from exc
+    return address_of(public)
+
+
+def address_of(public: PublicKey) -> str:
+    return to_checksum_address(keccak(public.format(compressed=False)[1:])[-20:])
+
+
+def address_for_key(private_key: bytes) -> str:
+    """The checksummed Ethereum address of a secp256k1 private key."""
+    return address_of(PrivateKey(private_key).public_key)

@@ -1,0 +1,1 @@
+"""Device gateway: provisioning device identities, database rows, broker credentials and on-chain registration."""

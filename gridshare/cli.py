@@ -1,0 +1,66 @@
+"""The `gridshare` command: wiring only; each component owns its commands."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from gridshare.core import db, stack
+from gridshare.core.errors import GridshareError
+from gridshare.core.settings import Settings
+
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+stack_app = typer.Typer(no_args_is_help=True, help="The local PostgreSQL, Mosquitto and Anvil.")
+app.add_typer(stack_app, name="stack")
+console = Console()
+
+
+@stack_app.command("up")
+def stack_up() -> None:
+    """Start the local stack (a no-op for services already running) and migrate the schema."""
+    settings = Settings()
+    for name, started in stack.up(settings).items():
+        console.print(f"{name}: {'started' if started else 'already running'}")
+    applied = db.migrate(settings)
+    console.print(f"schema: {len(applied)} migration(s) applied")
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop what `stack up` started."""
+    for name, was_running in stack.down(Settings()).items():
+        console.print(f"{name}: {'stopped' if was_running else 'not running'}")
+
+
+@stack_app.command("status")
+def stack_status() -> None:
+    """One line per service."""
+    table = Table(show_header=False, box=None)
+    for name, state in stack.status(Settings()).items():
+        table.add_row(name, state)
+    console.print(table)
+
+
+@app.command("migrate")
+def migrate() -> None:
+    """Apply pending database migrations."""
+    applied = db.migrate(Settings())
+    console.print(f"schema: {len(applied)} migration(s) applied")
+
+
+def main() -> None:
+    """Entry point: any project error or bad setting becomes one line and exit code 1."""
+    try:
+        app()
+    except GridshareError as exc:
+        print(f"gridshare: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        setting = "GRIDSHARE_" + "_".join(str(p) for p in first["loc"]).upper()
+        print(f"gridshare: configuration: {setting}: {first['msg']}", file=sys.stderr)
+        sys.exit(1)
