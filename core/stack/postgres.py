@@ -13,7 +13,7 @@ import psycopg
 from gridshare.core.errors import StackError
 from gridshare.core.settings import Settings
 from gridshare.core.stack.privileges import service_user, share_path_with
-from gridshare.core.stack.process import ManagedProcess, port_open, wait_until
+from gridshare.core.stack.process import ManagedProcess, as_user, port_open, wait_until
 
 
 class Postgres:
@@ -100,8 +100,8 @@ class Postgres:
             ],
             capture_output=True,
             text=True,
-            user=user,
             check=False,
+            **as_user(user),
         )
         if result.returncode != 0:
             shutil.rmtree(self.data, ignore_errors=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -53,7 +54,7 @@ class ManagedProcess:
                 cwd=cwd,
                 start_new_session=True,
                 close_fds=True,
-                user=user,
+                **as_user(user),
             )
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
         self.pid_file.write_text(f"{proc.pid}\n")
@@ -80,6 +81,14 @@ class ManagedProcess:
         except FileNotFoundError:
             return ""
         return " | ".join(text[-lines:])
+
+
+def as_user(user: str | None) -> dict[str, object]:
+    """Popen arguments that drop to `user` entirely: uid, primary group and no extra groups
+    (keeping root's group would deny access where only "other" may traverse)."""
+    if user is None:
+        return {}
+    return {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": []}
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str, proc: ManagedProcess) -> None:
