@@ -38,6 +38,11 @@ class NotDeployed(GridshareError):
 class ContractRevert(GridshareError):
     """A transaction was refused on-chain; the message names the decoded custom error."""
 
+    def __init__(self, message: str, error_name: str = "", error_args: tuple = ()) -> None:
+        super().__init__(message)
+        self.error_name = error_name
+        self.error_args = error_args
+
 
 def _short(cause: object) -> str:
     text = str(cause).strip().splitlines()

@@ -10,12 +10,14 @@ from rich.console import Console
 from rich.table import Table
 
 from gridshare.core import db, stack
+from gridshare.core.chain import cli as chain_cli
 from gridshare.core.errors import GridshareError
 from gridshare.core.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 stack_app = typer.Typer(no_args_is_help=True, help="The local PostgreSQL, Mosquitto and Anvil.")
 app.add_typer(stack_app, name="stack")
+app.command("deploy")(chain_cli.deploy)
 console = Console()
 
 
