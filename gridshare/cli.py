@@ -10,9 +10,11 @@ from rich.console import Console
 from rich.table import Table
 
 from gridshare.core import db, stack
+from gridshare.core.broker_auth import BrokerAuth
 from gridshare.core.chain import cli as chain_cli
 from gridshare.core.errors import GridshareError
 from gridshare.core.settings import Settings
+from gridshare.core.stack.mosquitto import render_config
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 stack_app = typer.Typer(no_args_is_help=True, help="The local PostgreSQL, Mosquitto and Anvil.")
@@ -45,6 +47,19 @@ def stack_status() -> None:
     for name, state in stack.status(Settings()).items():
         table.add_row(name, state)
     console.print(table)
+
+
+@stack_app.command("broker-config")
+def stack_broker_config(listen: str = "0.0.0.0:1883") -> None:
+    """Write the broker's config, password and ACL files into the state dir, for a broker
+    run elsewhere (docker-compose mounts the state volume into the Mosquitto container)."""
+    settings = Settings()
+    auth = BrokerAuth(settings)
+    auth.ensure_service_accounts()
+    host, _, port = listen.rpartition(":")
+    config = auth.dir / "mosquitto.conf"
+    config.write_text(render_config(auth, host, int(port), as_root=True))
+    console.print(f"broker config: {config}")
 
 
 @app.command("migrate")
