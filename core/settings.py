@@ -25,6 +25,11 @@ class Settings(BaseSettings):
     api_port: int = Field(default=8000, ge=1, le=65535)
     api_host: str = "127.0.0.1"
     ingest_metrics_port: int = Field(default=9101, ge=0, le=65535)
+    ingest_batch_size: int = Field(default=500, ge=1, le=10000)  # messages per commit, at most
+    ingest_batch_seconds: float = Field(default=0.2, gt=0, le=60)  # oldest message waits at most
+    ingest_offline_seconds: float = Field(default=300, gt=0)  # silence before a device is offline
+    ingest_worker: str = Field(default="main", pattern=r"^[A-Za-z0-9_.-]{1,40}$")
+    ingest_client_id: str = ""  # MQTT client id; empty: gridshare-ingest-{hostname}-{worker}
     period_seconds: int = Field(default=86400, ge=1)
     state_dir: Path = Path("./.gridshare")
     log_level: str = "INFO"

@@ -7,7 +7,7 @@ when one ingest worker verifies thousands of readings per second.
 from __future__ import annotations
 
 from coincurve import PrivateKey, PublicKey
-from eth_utils import keccak, to_checksum_address
+from sha3 import keccak_256  # safe-pysha3: a C keccak ~8x faster than eth-hash's default backend
 
 
 class SignatureError(ValueError):
@@ -16,7 +16,8 @@ class SignatureError(ValueError):
 
 def eip191_digest(message: bytes) -> bytes:
     """keccak256("\\x19Ethereum Signed Message:\\n" + len(message) + message)."""
-    return keccak(b"\x19Ethereum Signed Message:\n" + str(len(message)).encode() + message)
+    prefixed = b"\x19Ethereum Signed Message:\n" + str(len(message)).encode() + message
+    return keccak_256(prefixed).digest()
 
 
 def sign(private_key: bytes, message: bytes) -> str:
@@ -46,7 +47,17 @@ def recover(message: bytes, untrusted_signature: str) -> str:
 
 
 def address_of(public: PublicKey) -> str:
-    return to_checksum_address(keccak(public.format(compressed=False)[1:])[-20:])
+    return checksum_address(keccak_256(public.format(compressed=False)[1:]).digest()[-20:])
+
+
+def checksum_address(raw: bytes) -> str:
+    """EIP-55 mixed-case hex of a 20-byte address (what eth-utils' to_checksum_address
+    returns, without its input normalisation, which costs more than the recovery itself)."""
+    lower = raw.hex()
+    nibbles = keccak_256(lower.encode()).hexdigest()
+    return "0x" + "".join(
+        c.upper() if n in "89abcdef" else c for c, n in zip(lower, nibbles[:40], strict=True)
+    )
 
 
 def address_for_key(private_key: bytes) -> str:
