@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     period_seconds: int = Field(default=86400, ge=1)
     state_dir: Path = Path("./.gridshare")
     log_level: str = "INFO"
+    api_domain: str = ""  # SIWE domain (host[:port]); empty: api_host:api_port
+    api_jwt_secret: str = ""  # HS256 key; empty: generated once into the state dir (0600)
+    api_key: str = ""  # X-API-Key for operator endpoints; empty: generated into the state dir
+    api_token_ttl_seconds: int = Field(default=3600, ge=60)
     chain_id: int = 31337
     mnemonic: str = ANVIL_MNEMONIC
     investors: int = Field(default=3, ge=1, le=20)
