@@ -289,7 +289,8 @@ contract AttestationRegistry is AccessControl, EIP712, ReentrancyGuardTransient 
         if (n == 0) revert EmptyOracleSet();
         bool valid = threshold_ >= n / 2 + 1 && (threshold_ < n || (n < 3 && threshold_ == n));
         if (!valid) revert InvalidThreshold(n, threshold_);
-        for (uint256 i = 0; i < _oracles.length; ++i) {
+        uint256 previous = _oracles.length;
+        for (uint256 i = 0; i < previous; ++i) {
             isOracle[_oracles[i]] = false;
         }
         for (uint256 i = 0; i < n; ++i) {

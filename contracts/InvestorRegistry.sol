@@ -2,11 +2,12 @@
 pragma solidity 0.8.28;
 
 import {AccessControl} from "@openzeppelin/contracts/access/AccessControl.sol";
+import {IInvestorRegistry} from "./IInvestorRegistry.sol";
 
 /// @title InvestorRegistry
 /// @notice The KYC allow-list (ERC-3643 in spirit): a KYC agent admits investors until an
 ///         expiry; revenue-share tokens consult `isAllowed` on every transfer, mint and burn.
-contract InvestorRegistry is AccessControl {
+contract InvestorRegistry is AccessControl, IInvestorRegistry {
     bytes32 public constant KYC_AGENT_ROLE = keccak256("KYC_AGENT_ROLE");
 
     /// @notice Unix time until which an investor is allowed (0: never admitted or removed).

@@ -33,19 +33,14 @@ contract RevenueShareToken is ERC20, AccessControl, Pausable, ReentrancyGuardTra
     IInvestorRegistry public immutable investorRegistry;
     bytes32 public immutable poolId;
 
-    /// Revenue per token, times 2^128, and the lifetime total claimed: one slot.
-    struct Accumulator {
-        uint192 perShare;
-        uint64 totalClaimed;
-    }
-
     /// Per account: magnified correction and the total claimed: one slot.
     struct Account {
         int192 correction;
         uint64 claimed;
     }
 
-    Accumulator private _acc;
+    /// Revenue per token unit, times 2^128 (at most MAX_TOTAL_FUNDED * 2^128 < 2^191).
+    uint256 private _perShare;
     uint64 private _totalFunded;
     mapping(address holder => Account) private _accounts;
 
@@ -59,7 +54,6 @@ contract RevenueShareToken is ERC20, AccessControl, Pausable, ReentrancyGuardTra
     error InvestorNotAllowed(address account);
     error NothingToClaim(address holder);
     error FundingCapExceeded(uint256 totalFunded, uint256 cap);
-    error DistributionNotBacked(uint256 balance, uint256 required);
 
     constructor(
         string memory name_,
@@ -94,17 +88,14 @@ contract RevenueShareToken is ERC20, AccessControl, Pausable, ReentrancyGuardTra
     // ----- revenue -----
 
     /// @notice Distribute `amount` of stablecoin, already transferred to this contract, to the
-    ///         current holders pro rata. Called by the attestation registry's `fund`.
+    ///         current holders pro rata. Called by the attestation registry's `fund`, which
+    ///         moves the stablecoin here in the same transaction.
     function distribute(uint256 amount) external onlyRole(DISTRIBUTOR_ROLE) {
         if (amount == 0) revert ZeroAmount();
         uint256 funded = uint256(_totalFunded) + amount;
         if (funded > MAX_TOTAL_FUNDED) revert FundingCapExceeded(funded, MAX_TOTAL_FUNDED);
-        Accumulator memory acc = _acc;
-        uint256 required = funded - acc.totalClaimed;
-        uint256 balance = stablecoin.balanceOf(address(this));
-        if (balance < required) revert DistributionNotBacked(balance, required);
-        uint256 perShare = uint256(acc.perShare) + (amount * MAGNITUDE) / totalSupply();
-        _acc.perShare = perShare.toUint192();
+        uint256 perShare = _perShare + (amount * MAGNITUDE) / totalSupply();
+        _perShare = perShare;
         _totalFunded = uint64(funded);
         emit RevenueDistributed(amount, funded, perShare);
     }
@@ -112,12 +103,10 @@ contract RevenueShareToken is ERC20, AccessControl, Pausable, ReentrancyGuardTra
     /// @notice Pay the caller everything it is owed. Works while transfers are paused.
     function claim() external nonReentrant returns (uint256 amount) {
         Account memory account = _accounts[msg.sender];
-        Accumulator memory acc = _acc;
-        amount = _accumulated(msg.sender, acc.perShare, account.correction) - account.claimed;
+        amount = _accumulated(msg.sender, _perShare, account.correction) - account.claimed;
         if (amount == 0) revert NothingToClaim(msg.sender);
-        // amount <= totalFunded <= MAX_TOTAL_FUNDED < 2^64: the narrowing casts are exact.
+        // claimed + amount <= totalFunded <= MAX_TOTAL_FUNDED < 2^64: the cast is exact.
         _accounts[msg.sender] = Account(account.correction, account.claimed + uint64(amount));
-        _acc = Accumulator(acc.perShare, acc.totalClaimed + uint64(amount));
         stablecoin.safeTransfer(msg.sender, amount);
         emit Claimed(msg.sender, amount);
     }
@@ -125,7 +114,7 @@ contract RevenueShareToken is ERC20, AccessControl, Pausable, ReentrancyGuardTra
     /// @notice Stablecoin the holder can claim now (rounded down: dust never over-pays).
     function claimable(address holder) external view returns (uint256) {
         Account memory account = _accounts[holder];
-        return _accumulated(holder, _acc.perShare, account.correction) - account.claimed;
+        return _accumulated(holder, _perShare, account.correction) - account.claimed;
     }
 
     function claimed(address holder) external view returns (uint256) {
@@ -136,13 +125,9 @@ contract RevenueShareToken is ERC20, AccessControl, Pausable, ReentrancyGuardTra
         return _totalFunded;
     }
 
-    function totalClaimed() external view returns (uint256) {
-        return _acc.totalClaimed;
-    }
-
     /// @notice The accumulator: revenue per token unit, times 2^128.
     function revenuePerShare() external view returns (uint256) {
-        return _acc.perShare;
+        return _perShare;
     }
 
     // ----- administration -----
@@ -167,7 +152,7 @@ contract RevenueShareToken is ERC20, AccessControl, Pausable, ReentrancyGuardTra
         if (from != address(0) && !investorRegistry.isAllowed(from)) revert InvestorNotAllowed(from);
         if (to != address(0) && !investorRegistry.isAllowed(to)) revert InvestorNotAllowed(to);
         super._update(from, to, value);
-        uint256 perShare = _acc.perShare;
+        uint256 perShare = _perShare;
         if (perShare == 0 || value == 0) return;
         int256 delta = (perShare * value).toInt256();
         if (from != address(0)) {
