@@ -14,6 +14,7 @@ from typing import Any
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+
 from gridshare.core.errors import ConfigError
 from gridshare.core.settings import Settings
 

@@ -14,9 +14,10 @@ from typing import Any
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 from eth_utils import keccak, to_checksum_address
+from web3.types import TxReceipt
+
 from gridshare.core.chain.accounts import ChainAccount
 from gridshare.core.chain.client import ChainClient
-from web3.types import TxReceipt
 
 DOMAIN_NAME = "GridshareAttestation"
 DOMAIN_VERSION = "1"

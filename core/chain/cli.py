@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from rich.console import Console
+
 from gridshare.core.chain.deploy import deploy as deploy_contracts
 from gridshare.core.chain.deployment import deployment_path
 from gridshare.core.chain.toolchain import install_solc_adapter
 from gridshare.core.settings import get_settings
-from rich.console import Console
 
 console = Console()
 

@@ -13,15 +13,16 @@ from typing import Any, TypeVar
 import requests
 from eth_abi import decode as abi_decode
 from eth_utils import keccak, to_checksum_address
-from gridshare.core.chain.accounts import ChainAccount
-from gridshare.core.chain.artifacts import error_abis, load_artifact
-from gridshare.core.errors import ConfigError, ContractRevert, ServiceUnreachable
-from gridshare.core.settings import Settings
 from web3 import Web3
 from web3.contract import Contract
 from web3.contract.contract import ContractConstructor, ContractFunction
 from web3.exceptions import ContractLogicError, TimeExhausted, Web3RPCError
 from web3.types import TxReceipt
+
+from gridshare.core.chain.accounts import ChainAccount
+from gridshare.core.chain.artifacts import Artifact, error_abis, load_artifact
+from gridshare.core.errors import ConfigError, ContractRevert, ServiceUnreachable
+from gridshare.core.settings import Settings
 
 T = TypeVar("T")
 RECEIPT_TIMEOUT = 120
@@ -54,20 +55,21 @@ class ChainClient:
 
     # ----- contracts -----
 
-    def contract(self, name: str, address: str) -> Contract:
-        """A web3 contract object for compiled contract `name` at `address`."""
-        return self.w3.eth.contract(
-            address=to_checksum_address(address), abi=load_artifact(name).abi
-        )
+    def contract(self, name: str | Artifact, address: str) -> Contract:
+        """A web3 contract object for a compiled contract (by name or artifact) at `address`."""
+        artifact = name if isinstance(name, Artifact) else load_artifact(name)
+        return self.w3.eth.contract(address=to_checksum_address(address), abi=artifact.abi)
 
     def has_code(self, address: str) -> bool:
         return len(self._rpc(lambda: self.w3.eth.get_code(to_checksum_address(address)))) > 0
 
-    def deploy(self, name: str, args: list[Any], signer: ChainAccount) -> tuple[str, TxReceipt]:
-        """Deploy compiled contract `name`; (address, receipt)."""
-        artifact = load_artifact(name)
+    def deploy(
+        self, name: str | Artifact, args: list[Any], signer: ChainAccount
+    ) -> tuple[str, TxReceipt]:
+        """Deploy a compiled contract (by name or artifact); (address, receipt)."""
+        artifact = name if isinstance(name, Artifact) else load_artifact(name)
         factory = self.w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
-        receipt = self.transact(factory.constructor(*args), signer, what=f"deploy {name}")
+        receipt = self.transact(factory.constructor(*args), signer, what=f"deploy {artifact.name}")
         return to_checksum_address(receipt["contractAddress"]), receipt
 
     # ----- calls and transactions -----

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import solcx
+
 from gridshare.core.chain.artifacts import BUILD_DIR, Artifact
 from gridshare.core.chain.toolchain import ADAPTER, OPENZEPPELIN, PROJECT_ROOT, check_node_modules
 from gridshare.core.errors import GridshareError

@@ -9,9 +9,10 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from pydantic import BaseModel, Field
+
 from gridshare.core.errors import NotDeployed
 from gridshare.core.settings import Settings
-from pydantic import BaseModel, Field
 
 CONTRACT_NAMES = ("TestStablecoin", "InvestorRegistry", "DeviceRegistry", "AttestationRegistry")
 

@@ -10,6 +10,8 @@ import logging
 from collections.abc import Iterable, Sequence
 
 from eth_utils import keccak, to_checksum_address
+from web3.contract import Contract
+
 from gridshare.core.chain.accounts import load_accounts
 from gridshare.core.chain.client import ChainClient
 from gridshare.core.chain.deployment import (
@@ -20,7 +22,6 @@ from gridshare.core.chain.deployment import (
 )
 from gridshare.core.errors import GridshareError
 from gridshare.core.settings import Settings
-from web3.contract import Contract
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,7 @@ import stat
 from pathlib import Path
 
 import solcx
+
 from gridshare.core.errors import GridshareError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
