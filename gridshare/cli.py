@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from gridshare.api.cli import serve as api_serve
 from gridshare.core import db, stack
 from gridshare.core.broker_auth import BrokerAuth
 from gridshare.core.chain import cli as chain_cli
@@ -19,6 +20,7 @@ from gridshare.core.stack.mosquitto import render_config
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 stack_app = typer.Typer(no_args_is_help=True, help="The local PostgreSQL, Mosquitto and Anvil.")
 app.add_typer(stack_app, name="stack")
+app.command("api")(api_serve)
 app.command("deploy")(chain_cli.deploy)
 console = Console()
 

@@ -1,0 +1,193 @@
+"""On-chain reads for the API through the shared chain client, cached for a few seconds.
+
+web3.py's HTTP provider is synchronous, so calls run in worker threads with a short timeout.
+Each figure is cached for `ttl` seconds (single-flight: concurrent requests for the same key
+share one read), which bounds the RPC load to a few calls per pool per TTL whatever the
+request rate. The client connects lazily, so the API serves device data while the chain is
+down and reports the chain's state in /health.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from eth_utils import to_checksum_address
+from web3 import Web3
+
+from gridshare.api.metrics import CHAIN_READS
+from gridshare.core.chain import ChainClient, DeploymentRecord, read_deployment
+from gridshare.core.chain.deployment import deployment_path
+from gridshare.core.settings import Settings
+
+T = TypeVar("T")
+RPC_TIMEOUT = 3.0
+
+
+@dataclass(frozen=True)
+class PoolChainFigures:
+    token: str
+    symbol: str
+    decimals: int
+    supply: int
+    latest_epoch: int
+    investor_attested: int
+    funded: int
+    owed: int
+    claimed: int
+    distributed: int
+    stablecoin_decimals: int
+
+
+@dataclass(frozen=True)
+class HoldingFigures:
+    balance: int
+    supply: int
+    claimable: int
+    claimed: int
+
+
+class ChainUnavailable(Exception):
+    """The chain or the deployment record is not there (yet)."""
+
+
+class ChainReader:
+    def __init__(self, settings: Settings, ttl: float = 5.0) -> None:
+        self.settings = settings
+        self.ttl = ttl
+        self._client: ChainClient | None = None
+        self._record: tuple[float, DeploymentRecord] | None = None
+        self._cache: dict[tuple[Any, ...], tuple[float, Any]] = {}
+        self._inflight: dict[tuple[Any, ...], asyncio.Future[Any]] = {}
+
+    # ----- plumbing -----
+
+    def client(self) -> ChainClient:
+        if self._client is None:
+            w3 = Web3(
+                Web3.HTTPProvider(self.settings.rpc_url, request_kwargs={"timeout": RPC_TIMEOUT})
+            )
+            self._client = ChainClient(self.settings, w3=w3)
+        return self._client
+
+    def record(self) -> DeploymentRecord:
+        """The deployment record, re-read when the file changes (pools get added)."""
+        path = deployment_path(self.settings)
+        try:
+            mtime = path.stat().st_mtime
+        except FileNotFoundError as exc:
+            raise ChainUnavailable(f"no deployment record at {path}") from exc
+        if self._record is None or self._record[0] != mtime:
+            self._record = (mtime, read_deployment(self.settings))
+        return self._record[1]
+
+    async def cached(self, key: tuple[Any, ...], read: Callable[[], T]) -> T:
+        """`read()` in a thread, cached for ttl seconds, one read in flight per key."""
+        hit = self._cache.get(key)
+        now = time.monotonic()
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        pending = self._inflight.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            value = await asyncio.to_thread(read)
+        except Exception as exc:
+            CHAIN_READS.labels("error").inc()
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" warning
+            raise
+        else:
+            CHAIN_READS.labels("ok").inc()
+            self._cache[key] = (time.monotonic() + self.ttl, value)
+            future.set_result(value)
+            return value
+        finally:
+            del self._inflight[key]
+
+    # ----- reads -----
+
+    async def ping(self) -> str:
+        """A one-line chain state for /health; raises when unreachable."""
+
+        def read() -> str:
+            w3 = self.client().w3
+            return f"chain {w3.eth.chain_id}, block {w3.eth.block_number}"
+
+        return await self.cached(("ping",), read)
+
+    async def pool(self, name: str) -> PoolChainFigures:
+        def read() -> PoolChainFigures:
+            record = self.record()
+            entry = record.pools.get(name)
+            if entry is None:
+                raise ChainUnavailable(f"pool {name} not in the deployment record")
+            client = self.client()
+            token = client.contract("RevenueShareToken", entry.token)
+            registry = client.contract("AttestationRegistry", record.address("AttestationRegistry"))
+            stable = client.contract("TestStablecoin", record.address("TestStablecoin"))
+            pid = bytes.fromhex(entry.pool_id.removeprefix("0x"))
+            with client.w3.batch_requests() as batch:
+                batch.add(token.functions.symbol())
+                batch.add(token.functions.decimals())
+                batch.add(token.functions.totalSupply())
+                batch.add(registry.functions.latestEpoch(pid))
+                batch.add(registry.functions.attested(pid))
+                batch.add(registry.functions.funded(pid))
+                batch.add(registry.functions.owed(pid))
+                batch.add(token.functions.totalClaimed())
+                batch.add(token.functions.totalFunded())
+                batch.add(stable.functions.decimals())
+                values = batch.execute()
+            return PoolChainFigures(entry.token, *values)
+
+        return await self.cached(("pool", name), read)
+
+    async def holdings(self, address: str) -> dict[str, HoldingFigures]:
+        """Per pool in the deployment record: the address's balance, claimable, claimed."""
+        holder = to_checksum_address(address)
+
+        def read() -> dict[str, HoldingFigures]:
+            record = self.record()
+            client = self.client()
+            names = sorted(record.pools)
+            with client.w3.batch_requests() as batch:
+                for name in names:
+                    token = client.contract("RevenueShareToken", record.pools[name].token)
+                    batch.add(token.functions.balanceOf(holder))
+                    batch.add(token.functions.totalSupply())
+                    batch.add(token.functions.claimable(holder))
+                    batch.add(token.functions.claimed(holder))
+                values = batch.execute() if names else []
+            return {
+                name: HoldingFigures(*values[4 * i : 4 * i + 4]) for i, name in enumerate(names)
+            }
+
+        return await self.cached(("holdings", holder), read)
+
+    async def verify_leaf(
+        self, pool_id: str, epoch: int, leaf: str, proof: list[str]
+    ) -> tuple[bool, str, str]:
+        """(verifyLeaf result, the root stored on-chain, registry address); not cached."""
+
+        def read() -> tuple[bool, str, str]:
+            record = self.record()
+            client = self.client()
+            address = record.address("AttestationRegistry")
+            registry = client.contract("AttestationRegistry", address)
+            pid = bytes.fromhex(pool_id.removeprefix("0x"))
+            nodes = [bytes.fromhex(p.removeprefix("0x")) for p in proof]
+            valid = client.call(
+                registry.functions.verifyLeaf(pid, epoch, bytes.fromhex(leaf[2:]), nodes)
+            )
+            stored = client.call(registry.functions.attestation(pid, epoch))
+            root = stored[8] if isinstance(stored, (list, tuple)) else stored["leavesRoot"]
+            return bool(valid), "0x" + bytes(root).hex(), address
+
+        CHAIN_READS.labels("ok").inc()
+        return await asyncio.to_thread(read)

@@ -1,0 +1,283 @@
+"""Time-bucketed device figures, consistent with the oracle (SPEC §7).
+
+A bucket's energy and revenue are the differences of the device's cumulative meters at the
+bucket's bounds. The meter value at a bound is the reading exactly on it, else the linear
+interpolation in time between the neighbouring readings (floored to an integer, so bucket
+figures telescope: buckets inside an epoch add up exactly to the epoch's figure). Before a
+device's first reading its meter is taken at that first reading; after its last reading it
+stays at the last one; across a meter that went down (a device reset) the value before holds.
+This is the oracle's rule (`gridshare.oracle.meters`).
+
+One interface (`ReadingStore`), two implementations: `RawReadings` probes the telemetry table
+around each bound; `HourlyReadings` uses the hourly aggregate (`telemetry_hourly`: a
+TimescaleDB continuous aggregate, or a plain view) for buckets that are whole hours. Both
+return the same figures: an hourly row's first and last readings are exactly the neighbours
+of the hour bounds.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from psycopg import AsyncConnection
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+BUCKETS: dict[str, timedelta] = {
+    "5m": timedelta(minutes=5),
+    "15m": timedelta(minutes=15),
+    "1h": timedelta(hours=1),
+    "6h": timedelta(hours=6),
+    "1d": timedelta(days=1),
+}
+MAX_POINTS = 2000
+
+
+@dataclass(frozen=True, order=True)
+class Knot:
+    """One stored reading's meters: the points the meter curve is interpolated between."""
+
+    time: datetime
+    energy_wh: int
+    revenue_minor: int
+
+
+@dataclass(frozen=True)
+class MeterValue:
+    energy_wh: int
+    revenue_minor: int
+
+
+@dataclass(frozen=True)
+class BucketStats:
+    """Per-bucket averages of the instantaneous readings (not meters)."""
+
+    readings: int
+    power_w_avg: float | None
+    power_w_max: float | None
+    soc_pct_avg: float | None
+
+
+def micros(t: datetime) -> int:
+    """Exact integer microseconds since the Unix epoch (no float rounding)."""
+    delta = t - EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def interpolate(v0: int, v1: int, t0: datetime, t1: datetime, t: datetime) -> int:
+    """v at t on the line through (t0, v0) and (t1, v1), floored; exact integer arithmetic."""
+    span = micros(t1) - micros(t0)
+    if span <= 0:
+        return v1
+    return v0 + (v1 - v0) * (micros(t) - micros(t0)) // span
+
+
+def meter_at(knots: list[Knot], t: datetime) -> MeterValue | None:
+    """The meters at time t from time-sorted knots (SPEC §7 rule); None without readings."""
+    if not knots:
+        return None
+    times = [k.time for k in knots]
+    i = bisect.bisect_left(times, t)
+    if i < len(knots) and knots[i].time == t:
+        # Several readings with the same device time: the last one of them.
+        j = bisect.bisect_right(times, t) - 1
+        return MeterValue(knots[j].energy_wh, knots[j].revenue_minor)
+    if i == 0:
+        return MeterValue(knots[0].energy_wh, knots[0].revenue_minor)
+    if i == len(knots):
+        return MeterValue(knots[-1].energy_wh, knots[-1].revenue_minor)
+    a, b = knots[i - 1], knots[i]
+    return MeterValue(
+        _between(a.energy_wh, b.energy_wh, a.time, b.time, t),
+        _between(a.revenue_minor, b.revenue_minor, a.time, b.time, t),
+    )
+
+
+def _between(v0: int, v1: int, t0: datetime, t1: datetime, t: datetime) -> int:
+    """No interpolation across a meter that went down (a reset): the value before holds."""
+    return v0 if v1 < v0 else interpolate(v0, v1, t0, t1, t)
+
+
+def align(t: datetime, step: timedelta, up: bool = False) -> datetime:
+    """t snapped to a multiple of step since the Unix epoch (down, or up)."""
+    step_us = micros(EPOCH + step)
+    us = micros(t)
+    snapped = (us // step_us) * step_us
+    if up and snapped < us:
+        snapped += step_us
+    return EPOCH + timedelta(microseconds=snapped)
+
+
+def bounds(start: datetime, end: datetime, step: timedelta) -> list[datetime]:
+    """Bucket bounds from start to end inclusive (both already aligned)."""
+    count = int((end - start) / step)
+    return [start + i * step for i in range(count + 1)]
+
+
+class ReadingStore(Protocol):
+    """What the API needs from stored readings: meters at bounds and per-bucket stats."""
+
+    async def knots(
+        self, conn: AsyncConnection, device_id: str, bounds: list[datetime], step: timedelta
+    ) -> list[Knot]:
+        """Readings sufficient to evaluate the meters at every bound (time-sorted)."""
+        ...
+
+    async def stats(
+        self,
+        conn: AsyncConnection,
+        device_id: str,
+        start: datetime,
+        end: datetime,
+        step: timedelta,
+    ) -> dict[datetime, BucketStats]:
+        """Averages of instantaneous readings per bucket start (buckets without data absent)."""
+        ...
+
+
+def _knots(rows: list[tuple]) -> list[Knot]:
+    return sorted({Knot(r[0], int(r[1]), int(r[2])) for r in rows if r[0] is not None})
+
+
+class RawReadings:
+    """Straight from `telemetry`: two index probes per bound, one grouped scan for stats."""
+
+    KNOTS_SQL = """
+        SELECT p.time, p.energy_wh_total, p.revenue_minor_total
+        FROM unnest(%(bounds)s::timestamptz[]) AS b(bound)
+        CROSS JOIN LATERAL (
+            (SELECT time, energy_wh_total, revenue_minor_total FROM telemetry
+             WHERE device_id = %(device)s AND time <= b.bound
+             ORDER BY time DESC, seq DESC LIMIT 1)
+            UNION ALL
+            (SELECT time, energy_wh_total, revenue_minor_total FROM telemetry
+             WHERE device_id = %(device)s AND time > b.bound
+             ORDER BY time ASC, seq ASC LIMIT 1)
+        ) AS p
+    """
+    STATS_SQL = """
+        SELECT date_bin(%(step)s, time, TIMESTAMPTZ '1970-01-01 00:00:00+00') AS bucket,
+               count(*), avg(power_w), max(power_w), avg(soc_pct)
+        FROM telemetry
+        WHERE device_id = %(device)s AND time >= %(start)s AND time < %(end)s
+        GROUP BY 1
+    """
+
+    async def knots(
+        self, conn: AsyncConnection, device_id: str, bounds: list[datetime], step: timedelta
+    ) -> list[Knot]:
+        cur = await conn.execute(self.KNOTS_SQL, {"bounds": bounds, "device": device_id})
+        return _knots(await cur.fetchall())
+
+    async def stats(
+        self,
+        conn: AsyncConnection,
+        device_id: str,
+        start: datetime,
+        end: datetime,
+        step: timedelta,
+    ) -> dict[datetime, BucketStats]:
+        params = {"step": step, "device": device_id, "start": start, "end": end}
+        cur = await conn.execute(self.STATS_SQL, params)
+        return {r[0]: BucketStats(r[1], r[2], r[3], r[4]) for r in await cur.fetchall()}
+
+
+class HourlyReadings:
+    """From the hourly aggregate for whole-hour buckets; raw probes only outside the range.
+
+    Meters never decrease, so an hourly row's min/max meters are its first/last readings'.
+    The neighbours of an hour bound are the last reading of the latest non-empty hour before
+    it and the first reading of the first non-empty hour from it on: knots of those rows.
+    """
+
+    ROWS_SQL = """
+        SELECT first_time, energy_wh_first, revenue_minor_first,
+               last_time, energy_wh_last, revenue_minor_last
+        FROM telemetry_hourly
+        WHERE device_id = %(device)s AND bucket >= %(start)s AND bucket < %(end)s
+    """
+    OUTSIDE_SQL = """
+        (SELECT time, energy_wh_total, revenue_minor_total FROM telemetry
+         WHERE device_id = %(device)s AND time < %(start)s ORDER BY time DESC, seq DESC LIMIT 1)
+        UNION ALL
+        (SELECT time, energy_wh_total, revenue_minor_total FROM telemetry
+         WHERE device_id = %(device)s AND time >= %(end)s ORDER BY time ASC, seq ASC LIMIT 1)
+    """
+    STATS_SQL = """
+        SELECT date_bin(%(step)s, bucket, TIMESTAMPTZ '1970-01-01 00:00:00+00') AS b,
+               sum(readings)::bigint,
+               sum(power_w_avg * readings) FILTER (WHERE power_w_avg IS NOT NULL)
+                 / nullif(sum(readings) FILTER (WHERE power_w_avg IS NOT NULL), 0),
+               max(power_w_max),
+               sum(soc_pct_avg * readings) FILTER (WHERE soc_pct_avg IS NOT NULL)
+                 / nullif(sum(readings) FILTER (WHERE soc_pct_avg IS NOT NULL), 0)
+        FROM telemetry_hourly
+        WHERE device_id = %(device)s AND bucket >= %(start)s AND bucket < %(end)s
+        GROUP BY 1
+    """
+
+    def __init__(self) -> None:
+        self.raw = RawReadings()
+
+    async def knots(
+        self, conn: AsyncConnection, device_id: str, bounds: list[datetime], step: timedelta
+    ) -> list[Knot]:
+        if step % timedelta(hours=1) or not bounds:
+            return await self.raw.knots(conn, device_id, bounds, step)
+        params = {"device": device_id, "start": bounds[0], "end": bounds[-1]}
+        cur = await conn.execute(self.ROWS_SQL, params)
+        rows: list[tuple] = []
+        for r in await cur.fetchall():
+            rows.append(r[0:3])
+            rows.append(r[3:6])
+        cur = await conn.execute(self.OUTSIDE_SQL, params)
+        rows.extend(await cur.fetchall())
+        return _knots(rows)
+
+    async def stats(
+        self,
+        conn: AsyncConnection,
+        device_id: str,
+        start: datetime,
+        end: datetime,
+        step: timedelta,
+    ) -> dict[datetime, BucketStats]:
+        if step % timedelta(hours=1):
+            return await self.raw.stats(conn, device_id, start, end, step)
+        params = {"step": step, "device": device_id, "start": start, "end": end}
+        cur = await conn.execute(self.STATS_SQL, params)
+        return {r[0]: BucketStats(r[1], r[2], r[3], r[4]) for r in await cur.fetchall()}
+
+
+@dataclass(frozen=True)
+class Bucket:
+    start: datetime
+    end: datetime
+    energy_wh: int
+    revenue_minor: int
+    stats: BucketStats | None
+
+
+async def bucketed(
+    store: ReadingStore,
+    conn: AsyncConnection,
+    device_id: str,
+    start: datetime,
+    end: datetime,
+    step: timedelta,
+    with_stats: bool,
+) -> list[Bucket]:
+    """Per-bucket meter differences (and optionally averages) over [start, end)."""
+    edges = bounds(start, end, step)
+    knots = await store.knots(conn, device_id, edges, step)
+    stats = await store.stats(conn, device_id, start, end, step) if with_stats else {}
+    values = [meter_at(knots, t) for t in edges]
+    out = []
+    for i in range(len(edges) - 1):
+        a, b = values[i], values[i + 1]
+        energy = b.energy_wh - a.energy_wh if a and b else 0
+        revenue = b.revenue_minor - a.revenue_minor if a and b else 0
+        out.append(Bucket(edges[i], edges[i + 1], energy, revenue, stats.get(edges[i])))
+    return out

@@ -1,0 +1,229 @@
+"""Devices: current state (from `device_state`), bucketed telemetry and income."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from gridshare.api import pagination
+from gridshare.api.deps import Conn, Context
+from gridshare.api.errors import bad_request, not_found
+from gridshare.api.readings import BUCKETS, EPOCH, MAX_POINTS, align, bucketed
+from gridshare.api.schemas import (
+    BucketName,
+    Device,
+    DevicePage,
+    DeviceType,
+    IncomePoint,
+    IncomeSeries,
+    TelemetryPoint,
+    TelemetrySeries,
+)
+
+router = APIRouter(prefix="/v1/devices", tags=["devices"])
+
+DEVICE_COLUMNS = """
+    d.device_id, d.type, d.pool, d.address, d.active,
+    coalesce(s.online, false), s.status, s.last_seen, s.last_ts, s.last_seq,
+    coalesce(s.readings, 0), s.power_w, s.soc_pct, s.energy_wh_total, s.sessions_total,
+    s.revenue_minor_total
+"""
+DEVICE_SQL = f"""
+    SELECT {DEVICE_COLUMNS} FROM devices d LEFT JOIN device_state s USING (device_id)
+    WHERE d.device_id = %s
+"""
+DeviceId = Annotated[
+    str, Path(description="e.g. cp-000042", max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+]
+CURRENCY = "HKD"
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def device_from_row(row: tuple) -> Device:
+    return Device(
+        device_id=row[0],
+        type=row[1],
+        pool=row[2],
+        address=row[3],
+        active=row[4],
+        online=row[5],
+        status=row[6],
+        last_seen=row[7],
+        device_time=row[8],
+        last_seq=row[9],
+        readings=row[10],
+        power_w=row[11],
+        soc_pct=row[12],
+        energy_wh_total=row[13],
+        sessions_total=row[14],
+        revenue_minor_total=row[15],
+        currency=CURRENCY,
+    )
+
+
+@router.get("", response_model=DevicePage, summary="Page of devices with current state")
+async def list_devices(
+    conn: Conn,
+    pool: Annotated[str | None, Query(max_length=100, description="pool name")] = None,
+    type: Annotated[DeviceType | None, Query(description="device type")] = None,
+    status: Annotated[
+        str | None,
+        Query(max_length=32, description="idle, charging, ..., or online / offline"),
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200, description="from next_cursor")] = None,
+) -> DevicePage:
+    where, params = [], []
+    if pool is not None:
+        where.append("d.pool = %s")
+        params.append(pool)
+    if type is not None:
+        where.append("d.type = %s")
+        params.append(type)
+    if status in ("online", "offline"):
+        where.append("coalesce(s.online, false) = %s")
+        params.append(status == "online")
+    elif status is not None:
+        where.append("s.status = %s")
+        params.append(status)
+    if cursor is not None:
+        (after,) = pagination.decode("devices", cursor, (str,))
+        where.append("d.device_id > %s")
+        params.append(after)
+    sql = f"SELECT {DEVICE_COLUMNS} FROM devices d LEFT JOIN device_state s USING (device_id)"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY d.device_id LIMIT %s"
+    params.append(limit + 1)
+    cur = await conn.execute(sql, params)
+    rows = await cur.fetchall()
+    items = [device_from_row(r) for r in rows[:limit]]
+    more = len(rows) > limit
+    next_cursor = pagination.encode("devices", [items[-1].device_id]) if more else None
+    return DevicePage(items=items, next_cursor=next_cursor)
+
+
+@router.get(
+    "/{device_id}",
+    response_model=Device,
+    summary="A device's current state",
+    responses={404: {"description": "unknown device"}},
+)
+async def get_device(conn: Conn, device_id: DeviceId) -> Device:
+    cur = await conn.execute(DEVICE_SQL, (device_id,), prepare=True)
+    row = await cur.fetchone()
+    if row is None:
+        raise not_found("device", device_id)
+    return device_from_row(row)
+
+
+def window(
+    start: datetime | None, end: datetime | None, bucket: str
+) -> tuple[datetime, datetime, timedelta]:
+    """Aligned [start, end) for a bucket; 400 when reversed or too many points."""
+    step = BUCKETS[bucket]
+    end = _utc(end) if end is not None else datetime.now(UTC)
+    start = _utc(start) if start is not None else end - timedelta(days=1)
+    for name, t in (("start", start), ("end", end)):
+        if not EPOCH <= t <= LATEST:
+            raise bad_request(f"{name}: outside 1970-01-01 .. 9000-01-01")
+    if start >= end:
+        raise bad_request("start: must be before end")
+    start, end = align(start, step), align(end, step, up=True)
+    points = (end - start) // step
+    if points > MAX_POINTS:
+        raise bad_request(
+            f"range/bucket: {points} points exceed {MAX_POINTS}; use a larger bucket "
+            "or a shorter range"
+        )
+    return start, end, step
+
+
+def _utc(t: datetime) -> datetime:
+    if t.tzinfo is None:
+        return t.replace(tzinfo=UTC)
+    return t.astimezone(UTC)
+
+
+async def _known(conn: Conn, device_id: str) -> None:
+    cur = await conn.execute("SELECT 1 FROM devices WHERE device_id = %s", (device_id,))
+    if await cur.fetchone() is None:
+        raise not_found("device", device_id)
+
+
+Start = Annotated[
+    datetime | None,
+    Query(description="RFC 3339; aligned down to the bucket; default end - 1 day"),
+]
+End = Annotated[
+    datetime | None, Query(description="RFC 3339; aligned up to the bucket; default now")
+]
+Bucket = Annotated[BucketName, Query(description="bucket width")]
+
+
+@router.get(
+    "/{device_id}/telemetry",
+    response_model=TelemetrySeries,
+    summary="Time-bucketed energy, revenue, power and state of charge",
+    responses={404: {"description": "unknown device"}},
+)
+async def telemetry(
+    ctx: Context,
+    conn: Conn,
+    device_id: DeviceId,
+    start: Start = None,
+    end: End = None,
+    bucket: Bucket = "1h",
+) -> TelemetrySeries:
+    """Energy and revenue per bucket are meter differences at the bucket bounds (the oracle's
+    rule, SPEC §7); power and state of charge are averages of the readings in the bucket."""
+    lo, hi, step = window(start, end, bucket)
+    await _known(conn, device_id)
+    buckets = await bucketed(ctx.store, conn, device_id, lo, hi, step, with_stats=True)
+    points = [
+        TelemetryPoint(
+            start=b.start,
+            end=b.end,
+            energy_wh=b.energy_wh,
+            revenue_minor=b.revenue_minor,
+            readings=b.stats.readings if b.stats else 0,
+            power_w_avg=b.stats.power_w_avg if b.stats else None,
+            power_w_max=b.stats.power_w_max if b.stats else None,
+            soc_pct_avg=b.stats.soc_pct_avg if b.stats else None,
+        )
+        for b in buckets
+    ]
+    return TelemetrySeries(device_id=device_id, bucket=bucket, start=lo, end=hi, points=points)
+
+
+@router.get(
+    "/{device_id}/income",
+    response_model=IncomeSeries,
+    summary="Revenue per bucket (minor currency units)",
+    responses={404: {"description": "unknown device"}},
+)
+async def income(
+    ctx: Context,
+    conn: Conn,
+    device_id: DeviceId,
+    start: Start = None,
+    end: End = None,
+    bucket: Bucket = "1h",
+) -> IncomeSeries:
+    """Revenue meter differences at the bucket bounds: buckets inside a settlement period add
+    up exactly to the device's figure in that period's attestation."""
+    lo, hi, step = window(start, end, bucket)
+    await _known(conn, device_id)
+    buckets = await bucketed(ctx.store, conn, device_id, lo, hi, step, with_stats=False)
+    points = [IncomePoint(start=b.start, end=b.end, revenue_minor=b.revenue_minor) for b in buckets]
+    return IncomeSeries(
+        device_id=device_id,
+        bucket=bucket,
+        start=lo,
+        end=hi,
+        currency=CURRENCY,
+        total_minor=sum(p.revenue_minor for p in points),
+        points=points,
+    )

@@ -1,0 +1,270 @@
+"""Pools (DB plus chain figures), their attestations, and per-device Merkle proofs."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from gridshare.api import pagination
+from gridshare.api.chain import ChainUnavailable, PoolChainFigures
+from gridshare.api.deps import Conn, Context
+from gridshare.api.errors import ApiError, not_found
+from gridshare.api.schemas import (
+    Attestation,
+    AttestationPage,
+    ErrorResponse,
+    LeafFields,
+    Pool,
+    PoolList,
+    PoolRevenue,
+    Proof,
+    ProofCheck,
+)
+from gridshare.oracle.leaves import LEAF_NAMES, LEAF_TYPES, DeviceLeaf
+from gridshare.oracle.merkle import MerkleTree
+
+router = APIRouter(prefix="/v1/pools", tags=["pools"])
+log = logging.getLogger(__name__)
+
+PoolName = Annotated[str, Path(description="e.g. pv-plant-1", max_length=100)]
+Epoch = Annotated[int, Path(ge=1, le=2**63 - 1)]
+DeviceId = Annotated[str, Path(max_length=64)]
+CURRENCY = "HKD"
+ATTESTED_STATES = ("submitted", "confirmed")
+
+POOLS_SQL = """
+    SELECT p.name, p.pool_id, p.device_type, p.share_bps, p.token_address, p.token_symbol,
+           coalesce(d.devices, 0), coalesce(d.online, 0),
+           coalesce(e.revenue, 0), e.latest
+    FROM pools p
+    LEFT JOIN LATERAL (
+        SELECT count(*) AS devices, count(*) FILTER (WHERE s.online) AS online
+        FROM devices x LEFT JOIN device_state s USING (device_id) WHERE x.pool = p.name
+    ) d ON true
+    LEFT JOIN LATERAL (
+        SELECT sum(revenue_minor) AS revenue, max(epoch) AS latest FROM oracle_epochs o
+        WHERE o.pool = p.name AND o.state = ANY(%(states)s)
+    ) e ON true
+"""
+ATTESTATION_COLUMNS = """
+    pool, epoch, period_start, period_end, energy_wh, revenue_minor, investor_amount,
+    device_count, leaves_root, coalesce(signers, '{}'), state, tx_hash
+"""
+
+
+async def _pools(ctx: Context, conn: Conn, name: str | None) -> list[Pool]:
+    sql = POOLS_SQL + (" WHERE p.name = %(name)s" if name is not None else "")
+    sql += " ORDER BY p.name"
+    cur = await conn.execute(sql, {"states": list(ATTESTED_STATES), "name": name})
+    pools = []
+    for r in await cur.fetchall():
+        figures = await _chain_figures(ctx, r[0])
+        revenue = None
+        if figures is not None:
+            revenue = PoolRevenue(
+                currency=CURRENCY,
+                attested_minor=int(r[8]),
+                investor_attested=str(figures.investor_attested),
+                funded=str(figures.funded),
+                owed=str(figures.owed),
+                distributed=str(figures.distributed),
+                claimed=str(figures.claimed),
+                stablecoin_decimals=figures.stablecoin_decimals,
+            )
+        pools.append(
+            Pool(
+                name=r[0],
+                pool_id=r[1],
+                device_type=r[2],
+                share_bps=r[3],
+                token_address=figures.token if figures else r[4],
+                token_symbol=figures.symbol if figures else r[5],
+                token_supply=str(figures.supply) if figures else None,
+                token_decimals=figures.decimals if figures else None,
+                devices=r[6],
+                devices_online=r[7],
+                latest_epoch=figures.latest_epoch if figures else r[9],
+                revenue=revenue,
+                chain_ok=figures is not None,
+            )
+        )
+    return pools
+
+
+async def _chain_figures(ctx: Context, name: str) -> PoolChainFigures | None:
+    try:
+        return await ctx.chain.pool(name)
+    except ChainUnavailable:
+        return None
+    except Exception as exc:
+        log.warning("chain read failed", extra={"fields": {"pool": name, "error": str(exc)}})
+        return None
+
+
+@router.get("", response_model=PoolList, summary="Every pool with token and revenue figures")
+async def list_pools(ctx: Context, conn: Conn) -> PoolList:
+    return PoolList(items=await _pools(ctx, conn, None))
+
+
+@router.get(
+    "/{pool}",
+    response_model=Pool,
+    summary="A pool: token, supply, devices, revenue attested / funded / distributed",
+    responses={404: {"model": ErrorResponse, "description": "unknown pool"}},
+)
+async def get_pool(ctx: Context, conn: Conn, pool: PoolName) -> Pool:
+    found = await _pools(ctx, conn, pool)
+    if not found:
+        raise not_found("pool", pool)
+    return found[0]
+
+
+async def _known_pool(conn: Conn, pool: str) -> str:
+    cur = await conn.execute("SELECT pool_id FROM pools WHERE name = %s", (pool,))
+    row = await cur.fetchone()
+    if row is None:
+        raise not_found("pool", pool)
+    return row[0]
+
+
+@router.get(
+    "/{pool}/attestations",
+    response_model=AttestationPage,
+    summary="Attestations, newest epoch first: period, figures, Merkle root, signers, tx",
+    responses={404: {"model": ErrorResponse, "description": "unknown pool"}},
+)
+async def attestations(
+    conn: Conn,
+    pool: PoolName,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> AttestationPage:
+    await _known_pool(conn, pool)
+    sql = f"SELECT {ATTESTATION_COLUMNS} FROM oracle_epochs WHERE pool = %s"
+    params: list[object] = [pool]
+    if cursor is not None:
+        (before,) = pagination.decode("attestations", cursor, (int,))
+        sql += " AND epoch < %s"
+        params.append(before)
+    sql += " ORDER BY epoch DESC LIMIT %s"
+    params.append(limit + 1)
+    cur = await conn.execute(sql, params)
+    rows = await cur.fetchall()
+    items = [
+        Attestation(
+            pool=r[0],
+            epoch=r[1],
+            period_start=r[2],
+            period_end=r[3],
+            energy_wh=int(r[4]),
+            revenue_minor=int(r[5]),
+            investor_amount=str(int(r[6])),
+            device_count=r[7],
+            merkle_root=r[8],
+            signers=list(r[9]),
+            state=r[10],
+            tx_hash=r[11],
+        )
+        for r in rows[:limit]
+    ]
+    more = len(rows) > limit
+    next_cursor = pagination.encode("attestations", [items[-1].epoch]) if more else None
+    return AttestationPage(items=items, next_cursor=next_cursor)
+
+
+LEAF_SQL = """
+    SELECT l.energy_wh, l.revenue_minor, l.sessions, l.readings, l.first_seq, l.last_seq,
+           l.uptime_seconds, l.meter_resets, l.adjustment_energy_wh,
+           l.adjustment_revenue_minor, l.leaf, l.tree_index, e.leaves_root
+    FROM oracle_leaves l JOIN oracle_epochs e USING (pool, epoch)
+    WHERE l.pool = %s AND l.epoch = %s AND l.device_id = %s
+"""
+
+
+_trees: dict[str, MerkleTree] = {}  # by root: an epoch's leaves never change once computed
+MAX_TREES = 32
+
+
+async def _tree(conn: Conn, pool: str, epoch: int, root: str) -> MerkleTree:
+    tree = _trees.get(root)
+    if tree is None:
+        cur = await conn.execute(
+            "SELECT leaf FROM oracle_leaves WHERE pool = %s AND epoch = %s", (pool, epoch)
+        )
+        tree = MerkleTree.build([bytes.fromhex(r[0][2:]) for r in await cur.fetchall()])
+        if len(_trees) >= MAX_TREES:
+            _trees.pop(next(iter(_trees)))
+        _trees[root] = tree
+    return tree
+
+
+async def _proof(conn: Conn, pool: str, epoch: int, device_id: str) -> Proof:
+    pool_id = await _known_pool(conn, pool)
+    cur = await conn.execute(LEAF_SQL, (pool, epoch, device_id))
+    row = await cur.fetchone()
+    if row is None:
+        raise ApiError(
+            404, "not_found", f"no leaf for device {device_id!r} in {pool} epoch {epoch}"
+        )
+    leaf_row = DeviceLeaf(pool, epoch, device_id, *(int(x) for x in row[:10]))
+    leaf_hex, tree_index, root = row[10], row[11], row[12]
+    tree = await _tree(conn, pool, epoch, root)
+    if "0x" + tree.root.hex() != root or "0x" + leaf_row.leaf_hash().hex() != leaf_hex:
+        raise ApiError(500, "internal", "stored leaves do not match the stored root")
+    values: list[str | int] = []
+    for v in leaf_row.values():
+        values.append("0x" + v.hex() if isinstance(v, bytes) else str(v))
+    return Proof(
+        pool=pool,
+        pool_id=pool_id,
+        epoch=epoch,
+        device_id=device_id,
+        leaf=leaf_hex,
+        fields=LeafFields(names=list(LEAF_NAMES), types=list(LEAF_TYPES), values=values),
+        proof=["0x" + p.hex() for p in tree.proof(tree_index)],
+        merkle_root=root,
+    )
+
+
+@router.get(
+    "/{pool}/attestations/{epoch}/proof/{device_id}",
+    response_model=Proof,
+    summary="A device's leaf and Merkle proof, verifiable against the on-chain root",
+    responses={404: {"model": ErrorResponse, "description": "unknown pool, epoch or device"}},
+)
+async def proof(conn: Conn, pool: PoolName, epoch: Epoch, device_id: DeviceId) -> Proof:
+    """Check it with `AttestationRegistry.verifyLeaf(pool_id, epoch, leaf, proof)`, or with
+    the `/verify` endpoint below, which makes that call."""
+    return await _proof(conn, pool, epoch, device_id)
+
+
+@router.get(
+    "/{pool}/attestations/{epoch}/proof/{device_id}/verify",
+    response_model=ProofCheck,
+    summary="The proof checked on-chain with verifyLeaf",
+    responses={
+        404: {"model": ErrorResponse, "description": "unknown pool, epoch or device"},
+        503: {"model": ErrorResponse, "description": "chain unreachable"},
+    },
+)
+async def verify(
+    ctx: Context, conn: Conn, pool: PoolName, epoch: Epoch, device_id: DeviceId
+) -> ProofCheck:
+    found = await _proof(conn, pool, epoch, device_id)
+    try:
+        valid, root, registry = await ctx.chain.verify_leaf(
+            found.pool_id, epoch, found.leaf, found.proof
+        )
+    except Exception as exc:
+        raise ApiError(503, "chain_unavailable", "chain unreachable; retry later") from exc
+    return ProofCheck(
+        pool=pool,
+        epoch=epoch,
+        device_id=device_id,
+        leaf=found.leaf,
+        valid=valid,
+        onchain_root=root if int(root, 16) else None,
+        registry=registry,
+    )
