@@ -84,6 +84,10 @@ class BrokerAuth:
         )
         self.reload()
 
+    def usernames(self) -> set[str]:
+        """Every login in the password file."""
+        return set(self._entries())
+
     def remove_users(self, names: list[str]) -> None:
         entries = self._entries()
         for name in names:

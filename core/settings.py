@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     investors: int = Field(default=3, ge=1, le=20)
     oracles: int = Field(default=5, ge=1, le=20)
     oracle_threshold: int = Field(default=3, ge=1, le=20)
+    pool_share_bps: int = Field(default=7000, ge=0, le=10000)  # investors' revenue share
 
     @property
     def db_port(self) -> int:

@@ -1,1 +1,2 @@
-"""Device gateway: provisioning device identities, database rows, broker credentials and on-chain registration."""
+"""Device gateway: provisioning of device identities, database rows, broker credentials and
+on-chain registration."""

@@ -16,12 +16,16 @@ from gridshare.core.chain import cli as chain_cli
 from gridshare.core.errors import GridshareError
 from gridshare.core.settings import Settings
 from gridshare.core.stack.mosquitto import render_config
+from gridshare.gateway import cli as devices_cli
+from gridshare.sim import cli as sim_cli
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 stack_app = typer.Typer(no_args_is_help=True, help="The local PostgreSQL, Mosquitto and Anvil.")
 app.add_typer(stack_app, name="stack")
 app.command("api")(api_serve)
 app.command("deploy")(chain_cli.deploy)
+app.add_typer(devices_cli.app, name="devices")
+app.command("sim")(sim_cli.sim)
 console = Console()
 
 

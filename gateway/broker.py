@@ -1,0 +1,70 @@
+"""Checks against the running broker: that a freshly added login is accepted (the broker
+re-reads its password file on SIGHUP, asynchronously, so provisioning waits for it)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from gridshare.core.errors import StackError
+from gridshare.core.settings import Settings
+from gridshare.core.stack.process import port_open
+
+log = logging.getLogger(__name__)
+
+
+def login_accepted(settings: Settings, username: str, password: str, timeout: float = 3.0) -> bool:
+    """True if the broker accepts this username and password right now."""
+    outcome: dict[str, bool] = {}
+    done = threading.Event()
+
+    def on_connect(client, userdata, flags, reason_code, properties) -> None:
+        outcome["ok"] = not reason_code.is_failure
+        done.set()
+
+    def on_disconnect(client, userdata, flags, reason_code, properties) -> None:
+        done.set()
+
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=f"gridshare-probe-{time.monotonic_ns()}",
+        protocol=mqtt.MQTTv5,
+    )
+    client.username_pw_set(username, password)
+    client.on_connect = on_connect
+    client.on_disconnect = on_disconnect
+    try:
+        client.connect(settings.mqtt_host, settings.mqtt_port, keepalive=10)
+    except OSError:
+        return False
+    client.loop_start()
+    try:
+        done.wait(timeout)
+        return outcome.get("ok", False)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def wait_for_login(settings: Settings, username: str, password: str, timeout: float = 15.0) -> None:
+    """Wait until the broker has reloaded and accepts the login; a broker that is not
+    running picks the password file up when it starts, so there is nothing to wait for."""
+    if not port_open(settings.mqtt_host, settings.mqtt_port):
+        log.warning(
+            "broker not running; logins take effect when it starts",
+            extra={"fields": {"mqtt_url": settings.mqtt_url}},
+        )
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if login_accepted(settings, username, password):
+            return
+        time.sleep(0.1)
+    raise StackError(
+        f"broker at {settings.mqtt_url} still refuses the new login {username} after "
+        f"{timeout:.0f}s; is it the broker of this state dir (`gridshare stack status`)?"
+    )

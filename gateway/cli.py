@@ -1,0 +1,50 @@
+"""`gridshare devices …`: provisioning and key rotation (wiring only; see provision.py)."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+
+from gridshare.core.logs import setup_logging
+from gridshare.core.payloads import DeviceType
+from gridshare.core.settings import get_settings
+from gridshare.gateway.provision import provision, rotate_key
+
+app = typer.Typer(no_args_is_help=True, help="Device identities, pools and registration.")
+console = Console()
+
+
+@app.command("provision")
+def provision_command(
+    pools: int = typer.Option(..., "--pools", min=1, help="Pools to have (cycling the types)."),
+    per_pool: int = typer.Option(..., "--per-pool", min=0, help="Devices per pool (at least)."),
+    device_type: DeviceType | None = typer.Option(None, "--type", help="Only this type."),
+    share_bps: int | None = typer.Option(
+        None, "--share-bps", min=1, max=10000, help="Investors' share of revenue (new pools)."
+    ),
+    skip_chain: bool = typer.Option(
+        False, "--skip-chain", help="Keys, database and broker only; a later run registers."
+    ),
+) -> None:
+    """Create pools of devices: keys, DB rows, broker logins, on-chain tokens and registry."""
+    settings = get_settings()
+    setup_logging(settings.log_level)
+    result = provision(settings, pools, per_pool, device_type, share_bps, chain=not skip_chain)
+    console.print(
+        f"pools: {len(result.pools)} ({len(result.pools_created)} new); devices: "
+        f"{result.devices_total} ({len(result.devices_created)} new, "
+        f"{result.broker_logins_added} broker logins added) in {result.seconds:.1f}s"
+    )
+    if result.chain:
+        for pool, token in result.chain.pools.items():
+            console.print(f"  {pool}: token {token}")
+        console.print(f"  devices registered on-chain now: {result.chain.devices_registered_now}")
+
+
+@app.command("rotate-key")
+def rotate_key_command(device_id: str = typer.Argument(..., help="e.g. cp-000001")) -> None:
+    """Give a device a new signing key (chain, database, identity file)."""
+    settings = get_settings()
+    setup_logging(settings.log_level)
+    identity = rotate_key(settings, device_id)
+    console.print(f"{device_id}: new signing address {identity.address}")
