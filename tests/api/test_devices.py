@@ -107,7 +107,7 @@ def test_telemetry_series_has_energy_revenue_power_soc(client: TestClient, fleet
         f"/v1/devices/{device.device_id}/telemetry",
         params={"start": start.isoformat(), "end": end.isoformat(), "bucket": "6h"},
     ).json()
-    assert [p["start"] for p in body["points"]][0] == "2026-11-20T00:00:00Z"
+    assert body["points"][0]["start"] == "2026-11-20T00:00:00Z"
     assert len(body["points"]) == 4
     assert sum(p["energy_wh"] for p in body["points"]) == (
         meter_at(readings, end)[0] - meter_at(readings, start)[0]
