@@ -17,6 +17,7 @@ from gridshare.core.errors import GridshareError
 from gridshare.core.settings import Settings
 from gridshare.core.stack.mosquitto import render_config
 from gridshare.gateway import cli as devices_cli
+from gridshare.ingest.cli import ingest
 from gridshare.sim import cli as sim_cli
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -26,6 +27,7 @@ app.command("api")(api_serve)
 app.command("deploy")(chain_cli.deploy)
 app.add_typer(devices_cli.app, name="devices")
 app.command("sim")(sim_cli.sim)
+app.command("ingest")(ingest)
 console = Console()
 
 

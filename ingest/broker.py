@@ -1,0 +1,204 @@
+"""The worker's MQTT side: a persistent MQTT v5 session with manual acknowledgements.
+
+The session is fixed by the client id and kept by the broker for `SESSION_EXPIRY` seconds
+(clean start off), so messages delivered but not yet acknowledged when the worker dies, or
+published while it is away, are delivered again when it comes back. Telemetry is read through
+a shared subscription, so several workers split the load. Status is read through a plain
+subscription by every worker: MQTT 5 (§4.8.2) does not send retained messages to shared
+subscriptions, and the status topic's state lives in retained messages; the status updates
+are idempotent, so every worker applying them is harmless.
+
+Mosquitto hands offline members of a share group their turn of the messages (held until the
+session expires), so a worker stopping on purpose first unsubscribes, commits what is still
+arriving, and only then ends its session; a worker that crashes keeps its session and gets
+its messages again when it restarts under the same client id.
+
+PUBACKs are sent only by `ack`, after the batch holding the messages is committed. Each message
+carries the session epoch it arrived in; if the broker ever reports a fresh session (it lost
+ours), acks for messages of the old session are not sent, since their packet ids may now
+name other messages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Iterable
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from gridshare.core.broker_auth import INGEST_USER, BrokerAuth
+from gridshare.core.errors import ConfigError, ServiceUnreachable
+from gridshare.core.settings import Settings
+from gridshare.ingest.validate import Message
+
+SHARE_GROUP = "gridshare-ingest"
+TELEMETRY_SUBSCRIPTION = f"$share/{SHARE_GROUP}/gridshare/v1/devices/+/telemetry"
+STATUS_SUBSCRIPTION = "gridshare/v1/devices/+/status"
+SESSION_EXPIRY = 86400
+log = logging.getLogger(__name__)
+
+
+def credentials(settings: Settings) -> tuple[str, str]:
+    """user:password from GRIDSHARE_MQTT_URL if given (containers), else the local stack's
+    `gridshare-ingest` service account."""
+    url = urlsplit(settings.mqtt_url)
+    if url.username:
+        return unquote(url.username), unquote(url.password or "")
+    password = BrokerAuth(settings).service_accounts().get(INGEST_USER)
+    if not password:
+        raise ConfigError(
+            "GRIDSHARE_MQTT_URL",
+            f"has no user:password and the state dir has no {INGEST_USER} account;"
+            " run `gridshare stack up` or put the credentials in the URL",
+        )
+    return INGEST_USER, password
+
+
+def redacted(url: str) -> str:
+    parts = urlsplit(url)
+    host = f"{parts.hostname}:{parts.port}" if parts.port else (parts.hostname or "")
+    return f"{parts.scheme}://{host}"
+
+
+class BrokerLink:
+    """Receives into `inbox`; acknowledges on request; reconnects on its own."""
+
+    def __init__(self, settings: Settings, client_id: str, receive_maximum: int) -> None:
+        self.settings = settings
+        self.client_id = client_id
+        self.inbox: queue.Queue[Message] = queue.Queue()
+        self.epoch = 0
+        self._connected = threading.Event()
+        self._unsubscribed = threading.Event()
+        self._refused: str | None = None
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        self._client.username_pw_set(*credentials(settings))
+        self._client.reconnect_delay_set(min_delay=1, max_delay=10)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._client.on_unsubscribe = lambda *_: self._unsubscribed.set()
+        self._properties = Properties(PacketTypes.CONNECT)
+        self._properties.SessionExpiryInterval = SESSION_EXPIRY
+        self._properties.ReceiveMaximum = receive_maximum
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Connect and subscribe, or raise a one-line error (unreachable or refused)."""
+        url = redacted(self.settings.mqtt_url)
+        try:
+            self._client.connect(
+                self.settings.mqtt_host,
+                self.settings.mqtt_port,
+                keepalive=30,
+                clean_start=False,
+                properties=self._properties,
+            )
+        except OSError as exc:
+            raise ServiceUnreachable("broker", "GRIDSHARE_MQTT_URL", url, exc) from exc
+        self._client.loop_start()
+        if not self._connected.wait(timeout) or self._refused:
+            self.stop()
+            cause = self._refused or f"no CONNACK within {timeout:.0f}s"
+            raise ServiceUnreachable("broker", "GRIDSHARE_MQTT_URL", url, cause)
+
+    def ack(self, messages: Iterable[Message]) -> None:
+        """PUBACK each message, in the order received, if its session is still ours."""
+        for message in messages:
+            if message.qos and message.epoch == self.epoch:
+                self._client.ack(message.mid, message.qos)
+
+    def unsubscribe(self, timeout: float = 5.0) -> bool:
+        """Ask for no further messages; True once the broker confirmed."""
+        if not self._client.is_connected():
+            return False
+        self._client.unsubscribe([TELEMETRY_SUBSCRIPTION, STATUS_SUBSCRIPTION])
+        return self._unsubscribed.wait(timeout)
+
+    def stop(self, end_session: bool = False) -> None:
+        """Disconnect after the queued acknowledgements are written; with `end_session`, the
+        broker drops the session (only when nothing unacknowledged is left in it)."""
+        properties = Properties(PacketTypes.DISCONNECT)
+        properties.SessionExpiryInterval = 0 if end_session else SESSION_EXPIRY
+        with contextlib.suppress(Exception):
+            self._client.disconnect(properties=properties)
+        self._client.loop_stop()
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            self._refused = str(reason_code)
+            log.error("broker refused login", extra={"fields": {"reason": str(reason_code)}})
+            self._connected.set()
+            return
+        if not flags.session_present:
+            self.epoch += 1
+        client.subscribe(
+            [
+                (TELEMETRY_SUBSCRIPTION, SubscribeOptions(qos=1)),
+                (
+                    STATUS_SUBSCRIPTION,
+                    SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB),
+                ),
+            ]
+        )
+        log.info(
+            "connected to broker",
+            extra={
+                "fields": {
+                    "client_id": self.client_id,
+                    "session_present": flags.session_present,
+                    "epoch": self.epoch,
+                }
+            },
+        )
+        self._connected.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        log.warning("disconnected from broker", extra={"fields": {"reason": str(reason_code)}})
+
+    def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            topic = repr(msg._topic)
+        self.inbox.put(
+            Message(
+                mid=msg.mid,
+                qos=msg.qos,
+                epoch=self.epoch,
+                topic=topic,
+                payload=bytes(msg.payload),
+                received_at=time.time(),
+                received_mono=time.monotonic(),
+            )
+        )
+
+
+def collect(inbox: queue.Queue[Message], size: int, seconds: float, idle: float) -> list[Message]:
+    """A batch: waits up to `idle` for a first message, then until `size` messages or
+    `seconds` after that first one."""
+    try:
+        batch = [inbox.get(timeout=idle)]
+    except queue.Empty:
+        return []
+    deadline = time.monotonic() + seconds
+    while len(batch) < size:
+        remaining = deadline - time.monotonic()
+        try:
+            batch.append(inbox.get(timeout=remaining) if remaining > 0 else inbox.get_nowait())
+        except queue.Empty:
+            break
+    return batch

@@ -1,0 +1,46 @@
+"""The worker's Prometheus metrics (SPEC §10 names), served on GRIDSHARE_INGEST_METRICS_PORT."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from gridshare.core.errors import ConfigError
+from gridshare.core.payloads import QuarantineReason
+
+OUTCOMES = ("stored", "duplicate", "quarantined")
+
+MESSAGES = Counter(
+    "gridshare_ingest_messages", "Telemetry and status messages by outcome", ["outcome"]
+)
+QUARANTINED = Counter(
+    "gridshare_ingest_quarantined", "Messages stored in quarantine by reason", ["reason"]
+)
+BATCH_SECONDS = Histogram(
+    "gridshare_ingest_batch_seconds",
+    "Time to validate, write and commit one batch",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+BATCH_SIZE = Gauge("gridshare_ingest_batch_size", "Messages in the last committed batch")
+LAG_SECONDS = Gauge(
+    "gridshare_ingest_lag_seconds",
+    "From receipt of the oldest message of the last batch to its commit",
+)
+PENDING = Gauge(
+    "gridshare_ingest_pending_messages", "Messages received but not yet committed and acked"
+)
+DB_RETRIES = Counter("gridshare_ingest_db_retries", "Batches retried after a database error")
+
+for _outcome in OUTCOMES:
+    MESSAGES.labels(_outcome)
+for _reason in QuarantineReason:
+    QUARANTINED.labels(_reason.value)
+
+
+def serve(port: int) -> None:
+    """Expose /metrics on `port` (0 disables it)."""
+    if port == 0:
+        return
+    try:
+        start_http_server(port, addr="0.0.0.0")
+    except OSError as exc:
+        raise ConfigError("GRIDSHARE_INGEST_METRICS_PORT", f"{port}: {exc.strerror}") from exc

@@ -1,0 +1,157 @@
+"""Turning one untrusted MQTT message into a reading, a status change or a rejection.
+
+Checks run cheapest first: size, JSON, schema (`parse_telemetry`), that the payload's
+`device_id` is the id in the topic, that the device is registered, then the signature over
+the canonical bytes against the registered address. Duplicates and meter monotonicity need
+the stored readings and are decided by the writer inside the batch's transaction.
+
+A payload whose `device_id` differs from the topic's is quarantined as `unknown_device`: the
+broker's ACL vouches only for the topic's id, so the publisher is not known to be the device
+it claims to be (SPEC §4 "ACL of the claimed id").
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+from gridshare.core.payloads import (
+    DEVICE_ID_PATTERN,
+    MAX_PAYLOAD_BYTES,
+    PayloadError,
+    QuarantineReason,
+    Telemetry,
+    parse_telemetry,
+)
+from gridshare.core.signing import SignatureError, recover
+from gridshare.ingest.devices import DeviceDirectory
+
+TOPIC_RE = re.compile(r"^gridshare/v1/devices/([^/]*)/(telemetry|status)$")
+DEVICE_ID_RE = re.compile(DEVICE_ID_PATTERN)
+STATUS_WORDS = {"online": True, "offline": False}
+
+
+@dataclass(frozen=True)
+class Message:
+    """A message as received, not yet acknowledged; `epoch` ties it to an MQTT session."""
+
+    mid: int
+    qos: int
+    epoch: int
+    topic: str
+    payload: bytes
+    received_at: float  # wall clock, seconds
+    received_mono: float
+
+
+@dataclass(frozen=True)
+class Reading:
+    message: Message
+    telemetry: Telemetry
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    message: Message
+    device_id: str
+    online: bool | None  # None: an empty payload, the retained status being cleared
+
+
+@dataclass(frozen=True)
+class Rejection:
+    message: Message
+    reason: QuarantineReason
+    detail: str
+
+
+Verdict = Reading | StatusChange | Rejection
+
+
+def claimed_id(topic: str) -> str | None:
+    """The device id in a device topic, as claimed (not yet checked against anything)."""
+    match = TOPIC_RE.match(topic)
+    return match.group(1) if match else None
+
+
+def classify(message: Message, directory: DeviceDirectory) -> Verdict:
+    """Decide what one message is. Never raises on any input."""
+    match = TOPIC_RE.match(message.topic)
+    if match is None:
+        return Rejection(message, QuarantineReason.SCHEMA_ERROR, "not a device topic")
+    topic_id, kind = match.groups()
+    try:
+        if kind == "status":
+            return StatusChange(message, topic_id, _status(message.payload, topic_id, directory))
+        return Reading(message, _telemetry(message.payload, topic_id, directory))
+    except PayloadError as exc:
+        return Rejection(message, exc.reason, exc.detail)
+
+
+def _telemetry(untrusted_raw: bytes, topic_id: str, directory: DeviceDirectory) -> Telemetry:
+    reading, canonical = parse_telemetry(untrusted_raw)
+    if reading.device_id != topic_id:
+        raise PayloadError(
+            QuarantineReason.UNKNOWN_DEVICE,
+            f"payload device_id {reading.device_id} published on the topic of {topic_id[:80]}",
+        )
+    address = _registered(topic_id, directory)
+    try:
+        signer = recover(canonical, reading.sig)
+    except SignatureError as exc:
+        raise PayloadError(QuarantineReason.BAD_SIGNATURE, str(exc)) from exc
+    if signer.lower() != address.lower():
+        raise PayloadError(
+            QuarantineReason.BAD_SIGNATURE, f"signed by {signer}, registered {address}"
+        )
+    return reading
+
+
+def _status(untrusted_raw: bytes, topic_id: str, directory: DeviceDirectory) -> bool | None:
+    """`online`/`offline` as plain text, a JSON string, or a JSON object with `status` or
+    `state` naming one of them or a boolean `online` (and, if present, the same device_id);
+    None for an empty payload, which clears the retained status and changes nothing."""
+    if not untrusted_raw:
+        return None
+    if len(untrusted_raw) > MAX_PAYLOAD_BYTES:
+        raise PayloadError(QuarantineReason.TOO_LARGE, f"{len(untrusted_raw)} bytes")
+    try:
+        untrusted_text = untrusted_raw.decode("utf-8").strip()
+    except UnicodeDecodeError as exc:
+        raise PayloadError(QuarantineReason.PARSE_ERROR, str(exc)[:300]) from exc
+    online = STATUS_WORDS.get(untrusted_text.lower())
+    if online is None:
+        online = _status_json(untrusted_text, topic_id)
+    _registered(topic_id, directory)
+    return online
+
+
+def _status_json(untrusted_text: str, topic_id: str) -> bool:
+    try:
+        untrusted_value = json.loads(untrusted_text)
+    except (ValueError, RecursionError) as exc:
+        raise PayloadError(QuarantineReason.PARSE_ERROR, f"status: {str(exc)[:200]}") from exc
+    if isinstance(untrusted_value, str) and untrusted_value.lower() in STATUS_WORDS:
+        return STATUS_WORDS[untrusted_value.lower()]
+    if not isinstance(untrusted_value, dict):
+        raise PayloadError(QuarantineReason.SCHEMA_ERROR, "status is not online/offline")
+    claimed = untrusted_value.get("device_id", topic_id)
+    if claimed != topic_id:
+        raise PayloadError(
+            QuarantineReason.UNKNOWN_DEVICE,
+            f"status device_id {str(claimed)[:80]} published on the topic of {topic_id[:80]}",
+        )
+    if isinstance(untrusted_value.get("online"), bool):
+        return untrusted_value["online"]
+    word = untrusted_value.get("status", untrusted_value.get("state"))
+    if isinstance(word, str) and word.lower() in STATUS_WORDS:
+        return STATUS_WORDS[word.lower()]
+    raise PayloadError(QuarantineReason.SCHEMA_ERROR, "status is not online/offline")
+
+
+def _registered(topic_id: str, directory: DeviceDirectory) -> str:
+    address = directory.address(topic_id)
+    if address is None:
+        shown = topic_id[:80] if DEVICE_ID_RE.match(topic_id) else repr(topic_id[:80])
+        raise PayloadError(QuarantineReason.UNKNOWN_DEVICE, f"device {shown} is not registered")
+    return address

@@ -1,0 +1,216 @@
+"""The ingest loop: batch, validate, commit, then acknowledge; retry the database forever.
+
+A batch is acknowledged only after its transaction committed, so a crash at any point means
+the broker delivers the unacknowledged messages again and the (device_id, seq) key drops the
+copies. While the database is unreachable the batch is retried with backoff and nothing is
+acknowledged; the broker holds back further messages once `receive_maximum` are unacked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import socket
+import time
+
+import psycopg
+
+from gridshare.core import db
+from gridshare.core.payloads import QuarantineReason
+from gridshare.core.settings import Settings
+from gridshare.ingest import metrics
+from gridshare.ingest.broker import BrokerLink, collect
+from gridshare.ingest.devices import DeviceDirectory
+from gridshare.ingest.validate import Message, Rejection, Verdict, claimed_id, classify
+from gridshare.ingest.writer import BatchWriter, Outcome
+
+TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError)
+MAX_BACKOFF = 10.0
+DRAIN_SECONDS = 30.0  # a stopping worker commits what still arrives for this long at most
+DRAIN_IDLE = 0.5  # ... until nothing arrived for this long
+log = logging.getLogger(__name__)
+
+
+def default_client_id(settings: Settings) -> str:
+    """A fixed id per host and worker name: the broker keeps the session under it."""
+    return (
+        settings.ingest_client_id
+        or f"gridshare-ingest-{socket.gethostname()}-{settings.ingest_worker}"
+    )
+
+
+class Worker:
+    """One ingest worker; `run` returns after SIGTERM/SIGINT once its batch is committed."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.client_id = default_client_id(settings)
+        self.directory = DeviceDirectory()
+        self.link = BrokerLink(
+            settings, self.client_id, min(65535, max(1000, 4 * settings.ingest_batch_size))
+        )
+        self.stopping = False
+        self._conn: psycopg.Connection | None = None
+        self._writer: BatchWriter | None = None
+        self._next_sweep = 0.0
+        self._gave_up = False  # a batch was left unacknowledged because we are stopping
+        self._totals = dict.fromkeys(metrics.OUTCOMES, 0)
+
+    def run(self) -> None:
+        db.migrate(self.settings)
+        self._database()
+        metrics.serve(self.settings.ingest_metrics_port)
+        self.link.start()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._stop)
+        log.info("ingest worker running", extra={"fields": {"client_id": self.client_id}})
+        drained = False
+        try:
+            while not self.stopping:
+                self._step(idle=0.25)
+            drained = self._drain()
+        finally:
+            self.link.stop(end_session=drained)
+            if self._conn is not None:
+                self._conn.close()
+        log.info(
+            "ingest worker stopped",
+            extra={"fields": {**self._totals, "session_ended": drained}},
+        )
+
+    def _stop(self, signum: int, frame: object) -> None:
+        log.info("stopping", extra={"fields": {"signal": signal.Signals(signum).name}})
+        self.stopping = True
+
+    def _step(self, idle: float) -> bool:
+        """One batch (if any arrives within `idle`) and the periodic offline sweep."""
+        batch = collect(
+            self.link.inbox,
+            self.settings.ingest_batch_size,
+            self.settings.ingest_batch_seconds,
+            idle,
+        )
+        metrics.PENDING.set(self.link.inbox.qsize() + len(batch))
+        if batch:
+            self.commit(batch)
+        self._sweep()
+        return bool(batch)
+
+    def _drain(self) -> bool:
+        """After a stop request: unsubscribe, then commit and ack what still arrives. True if
+        all of it was committed, so the session may end without stranding anything."""
+        if not self.link.unsubscribe():
+            return False
+        deadline = time.monotonic() + DRAIN_SECONDS
+        while self._step(idle=DRAIN_IDLE):
+            if self._gave_up or time.monotonic() > deadline:
+                return False
+        return not self._gave_up and self.link.inbox.empty()
+
+    def commit(self, batch: list[Message]) -> bool:
+        """Write one batch and acknowledge it; False if given up because we are stopping."""
+        attempt = 0
+        while True:
+            started = time.perf_counter()
+            try:
+                writer = self._database()
+                self.directory.ensure(writer.conn, filter(None, map(claimed_id, _topics(batch))))
+                outcome = writer.write([_classify(m, self.directory) for m in batch])
+            except TRANSIENT as exc:
+                self._lost_database(exc)
+                attempt += 1
+                metrics.DB_RETRIES.inc()
+                if not self._backoff(attempt):
+                    self._gave_up = True
+                    return False
+                continue
+            except psycopg.Error as exc:
+                return self._isolate(batch, exc)
+            self.link.ack(batch)
+            self._count(batch, outcome, time.perf_counter() - started)
+            return True
+
+    def _isolate(self, batch: list[Message], exc: psycopg.Error) -> bool:
+        """The database refused the batch's data (not a connection problem): write message
+        by message, and quarantine a message the database refuses on its own."""
+        log.warning("batch refused, writing one by one", extra={"fields": {"error": str(exc)}})
+        if len(batch) > 1:
+            return all([self.commit([m]) for m in batch])
+        rejection = Rejection(
+            batch[0], QuarantineReason.SCHEMA_ERROR, f"database refused it: {exc}"[:300]
+        )
+        while True:
+            try:
+                outcome = self._database().write([rejection])
+            except psycopg.Error as again:
+                self._lost_database(again)
+                if not self._backoff(3):
+                    self._gave_up = True
+                    return False
+                continue
+            self.link.ack(batch)
+            self._count(batch, outcome, 0.0)
+            return True
+
+    def _database(self) -> BatchWriter:
+        if self._writer is None:
+            self._conn = db.connect(self.settings, autocommit=True)
+            self._writer = BatchWriter(self._conn)
+        return self._writer
+
+    def _lost_database(self, exc: Exception) -> None:
+        log.warning("database error; batch not acknowledged", extra={"fields": {"error": str(exc)}})
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
+        self._conn, self._writer = None, None
+
+    def _backoff(self, attempt: int) -> bool:
+        """Sleep before retry attempt `attempt`; False once a stop was requested."""
+        deadline = time.monotonic() + min(MAX_BACKOFF, 0.25 * 2**attempt)
+        while time.monotonic() < deadline:
+            if self.stopping:
+                return False
+            time.sleep(0.05)
+        return not self.stopping
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + max(1.0, min(30.0, self.settings.ingest_offline_seconds / 4))
+        try:
+            gone = self._database().sweep_offline(self.settings.ingest_offline_seconds)
+        except psycopg.Error as exc:
+            self._lost_database(exc)
+            return
+        if gone:
+            log.info("devices offline", extra={"fields": {"devices": len(gone)}})
+
+    def _count(self, batch: list[Message], outcome: Outcome, seconds: float) -> None:
+        stored = len(outcome.stored) + len(outcome.statuses)
+        for name, count in (
+            ("stored", stored),
+            ("duplicate", len(outcome.duplicates)),
+            ("quarantined", len(outcome.quarantined)),
+        ):
+            metrics.MESSAGES.labels(name).inc(count)
+            self._totals[name] += count
+        for rejection in outcome.quarantined:
+            metrics.QUARANTINED.labels(rejection.reason.value).inc()
+        metrics.BATCH_SECONDS.observe(seconds)
+        metrics.BATCH_SIZE.set(len(batch))
+        metrics.LAG_SECONDS.set(time.monotonic() - min(m.received_mono for m in batch))
+
+
+def _topics(batch: list[Message]) -> list[str]:
+    return [m.topic for m in batch]
+
+
+def _classify(message: Message, directory: DeviceDirectory) -> Verdict:
+    """`classify`, with any unforeseen failure on untrusted input made a rejection."""
+    try:
+        return classify(message, directory)
+    except Exception as exc:  # the worker must not die on input
+        return Rejection(message, QuarantineReason.SCHEMA_ERROR, f"unexpected: {exc!r}"[:300])

@@ -1,0 +1,341 @@
+"""One batch, one transaction: readings, device_state, quarantine and the live notification.
+
+Inside the transaction the batch's `device_state` rows are locked in device-id order, so
+two workers never decide duplicates or monotonicity for one device at the same time. New
+readings are COPYed into a temporary staging table and moved with `INSERT … SELECT … WHERE
+NOT EXISTS (same device_id, seq) ON CONFLICT DO NOTHING`, which holds on both schema flavors
+(TimescaleDB's unique index is (device_id, seq, time), so the NOT EXISTS is what enforces
+the (device_id, seq) key there) and never aborts a batch on a duplicate.
+
+The fast path needs no telemetry lookups: a reading with a seq above the device's
+`last_seq` is compared with the meters held in `device_state`. Only readings at or below
+`last_seq` (replays, redeliveries) look up their stored neighbours by seq.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import psycopg
+
+from gridshare.core.payloads import QuarantineReason
+from gridshare.ingest.decide import Point, Stored, decide
+from gridshare.ingest.validate import Reading, Rejection, StatusChange, Verdict, claimed_id
+
+NOTIFY_CHANNEL = "gridshare_device"
+NOTIFY_MAX_BYTES = 7000  # PostgreSQL refuses payloads of 8000 bytes or more
+COLUMNS = (
+    "time, device_id, seq, status, power_w, soc_pct, energy_wh_total, sessions_total,"
+    " revenue_minor_total, currency, received_at"
+)
+STAGING = """CREATE TEMP TABLE IF NOT EXISTS ingest_staging
+    (LIKE telemetry INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"""
+MOVE = f"""INSERT INTO telemetry ({COLUMNS})
+SELECT {COLUMNS} FROM ingest_staging s
+WHERE NOT EXISTS (SELECT 1 FROM telemetry t WHERE t.device_id = s.device_id AND t.seq = s.seq)
+ON CONFLICT DO NOTHING
+RETURNING device_id, seq"""
+STATE_COLUMNS = (
+    "online",
+    "status",
+    "last_seen",
+    "last_ts",
+    "last_seq",
+    "readings",
+    "power_w",
+    "soc_pct",
+    "energy_wh_total",
+    "sessions_total",
+    "revenue_minor_total",
+)
+STATE_TYPES = (
+    "bool",
+    "text",
+    "timestamptz",
+    "timestamptz",
+    "int8",
+    "int8",
+    "float8",
+    "float8",
+    "int8",
+    "int8",
+    "int8",
+)
+NEIGHBOURS = """SELECT c.i,
+  EXISTS (SELECT 1 FROM telemetry t WHERE t.device_id = c.d AND t.seq = c.s),
+  b.seq, b.energy_wh_total, b.revenue_minor_total, b.sessions_total,
+  a.seq, a.energy_wh_total, a.revenue_minor_total, a.sessions_total
+FROM unnest(%s::int[], %s::text[], %s::int8[]) AS c(i, d, s)
+LEFT JOIN LATERAL (SELECT seq, energy_wh_total, revenue_minor_total, sessions_total
+  FROM telemetry t WHERE t.device_id = c.d AND t.seq < c.s ORDER BY t.seq DESC LIMIT 1) b ON true
+LEFT JOIN LATERAL (SELECT seq, energy_wh_total, revenue_minor_total, sessions_total
+  FROM telemetry t WHERE t.device_id = c.d AND t.seq > c.s ORDER BY t.seq LIMIT 1) a ON true"""
+SWEEP = """WITH stale AS (
+  SELECT device_id FROM device_state
+  WHERE online AND (last_seen IS NULL OR last_seen < now() - make_interval(secs => %s))
+  ORDER BY device_id FOR UPDATE SKIP LOCKED)
+UPDATE device_state d SET online = false, updated_at = now()
+FROM stale WHERE d.device_id = stale.device_id
+RETURNING d.device_id"""
+
+
+@dataclass
+class Outcome:
+    """What a committed batch did with each message."""
+
+    stored: list[Reading] = field(default_factory=list)
+    duplicates: list[Reading] = field(default_factory=list)
+    statuses: list[StatusChange] = field(default_factory=list)
+    quarantined: list[Rejection] = field(default_factory=list)
+    devices: list[str] = field(default_factory=list)  # device_state rows changed
+
+
+class BatchWriter:
+    """Writes verdicts on one connection (autocommit; each batch is an explicit transaction)."""
+
+    def __init__(self, conn: psycopg.Connection) -> None:
+        self.conn = conn
+        conn.execute(STAGING)
+        self._with_state: set[str] = set()
+
+    def write(self, verdicts: list[Verdict]) -> Outcome:
+        readings = [v for v in verdicts if isinstance(v, Reading)]
+        statuses = [v for v in verdicts if isinstance(v, StatusChange)]
+        outcome = Outcome(quarantined=[v for v in verdicts if isinstance(v, Rejection)])
+        device_ids = sorted(
+            {r.telemetry.device_id for r in readings} | {s.device_id for s in statuses}
+        )
+        with self.conn.transaction():
+            states = self._lock_states(device_ids)
+            readings = [r for r in readings if self._known(r, states, outcome)]
+            statuses = [s for s in statuses if self._known(s, states, outcome)]
+            decision = decide(
+                [r.telemetry for r in readings], self._stored_around(readings, states)
+            )
+            outcome.duplicates = [readings[i] for i in decision.duplicates]
+            outcome.quarantined += [
+                Rejection(readings[i].message, QuarantineReason.METER_REGRESSION, detail)
+                for i, detail in decision.regressions.items()
+            ]
+            accepted = [readings[i] for i in decision.accepted]
+            outcome.stored, late_duplicates = self._insert(accepted)
+            outcome.duplicates += late_duplicates
+            outcome.statuses = statuses
+            outcome.devices = self._update_states(states, outcome.stored, statuses)
+            self._quarantine(outcome.quarantined)
+            self._notify(outcome.devices)
+        self._with_state.update(states)
+        return outcome
+
+    def sweep_offline(self, offline_seconds: float) -> list[str]:
+        """Mark devices silent for longer than `offline_seconds` offline; their ids."""
+        with self.conn.transaction():
+            changed = [r[0] for r in self.conn.execute(SWEEP, (offline_seconds,))]
+            self._notify(changed)
+        return changed
+
+    def _lock_states(self, device_ids: list[str]) -> dict[str, dict]:
+        """Create missing device_state rows, then lock the batch's rows in id order."""
+        if not device_ids:
+            return {}
+        missing = [d for d in device_ids if d not in self._with_state]
+        if missing:
+            self.conn.execute(
+                "INSERT INTO device_state (device_id) SELECT device_id FROM devices"
+                " WHERE device_id = ANY(%s) ORDER BY device_id ON CONFLICT DO NOTHING",
+                (missing,),
+            )
+        rows = self.conn.execute(
+            f"SELECT device_id, {', '.join(STATE_COLUMNS)} FROM device_state"
+            " WHERE device_id = ANY(%s) ORDER BY device_id FOR UPDATE",
+            (device_ids,),
+        ).fetchall()
+        return {row[0]: dict(zip(STATE_COLUMNS, row[1:], strict=True)) for row in rows}
+
+    @staticmethod
+    def _known(verdict: Reading | StatusChange, states: dict, outcome: Outcome) -> bool:
+        """False, with a rejection, for a device deregistered since validation."""
+        if isinstance(verdict, Reading):
+            device_id = verdict.telemetry.device_id
+        else:
+            device_id = verdict.device_id
+        if device_id in states:
+            return True
+        outcome.quarantined.append(
+            Rejection(verdict.message, QuarantineReason.UNKNOWN_DEVICE, "not registered")
+        )
+        return False
+
+    def _stored_around(self, readings: list[Reading], states: dict) -> list[Stored]:
+        """Each reading's stored neighbours: from device_state when its seq is new (the fast
+        path), else looked up in telemetry."""
+        stored: list[Stored] = []
+        lookups: list[int] = []
+        for index, reading in enumerate(readings):
+            state = states[reading.telemetry.device_id]
+            if state["last_seq"] is None:
+                stored.append(Stored())
+            elif reading.telemetry.seq > state["last_seq"]:
+                stored.append(Stored(before=_point(state["last_seq"], state)))
+            else:
+                stored.append(Stored())
+                lookups.append(index)
+        if lookups:
+            rows = self.conn.execute(
+                NEIGHBOURS,
+                (
+                    lookups,
+                    [readings[i].telemetry.device_id for i in lookups],
+                    [readings[i].telemetry.seq for i in lookups],
+                ),
+            ).fetchall()
+            for index, duplicate, *sides in rows:
+                before = Point(*sides[:4]) if sides[0] is not None else None
+                after = Point(*sides[4:]) if sides[4] is not None else None
+                stored[index] = Stored(duplicate, before, after)
+        return stored
+
+    def _insert(self, accepted: list[Reading]) -> tuple[list[Reading], list[Reading]]:
+        """COPY into staging, move what is not stored yet; (stored, found already stored)."""
+        if not accepted:
+            return [], []
+        with self.conn.cursor() as cur:
+            with cur.copy(f"COPY ingest_staging ({COLUMNS}) FROM STDIN") as copy:
+                for reading in accepted:
+                    t = reading.telemetry
+                    copy.write_row(
+                        (
+                            t.ts,
+                            t.device_id,
+                            t.seq,
+                            t.status,
+                            t.power_w,
+                            t.soc_pct,
+                            t.energy_wh_total,
+                            t.sessions_total,
+                            t.revenue_minor_total,
+                            t.currency,
+                            _wall(reading.message.received_at),
+                        )
+                    )
+            inserted = set(cur.execute(MOVE).fetchall())
+        stored = [r for r in accepted if (r.telemetry.device_id, r.telemetry.seq) in inserted]
+        late = [r for r in accepted if (r.telemetry.device_id, r.telemetry.seq) not in inserted]
+        return stored, late
+
+    def _update_states(
+        self, states: dict[str, dict], stored: list[Reading], statuses: list[StatusChange]
+    ) -> list[str]:
+        """Fold the batch into each device's state, in arrival order; write changed rows."""
+        events: list[Reading | StatusChange] = sorted(
+            [*stored, *statuses], key=lambda e: e.message.received_mono
+        )
+        changed: dict[str, dict] = {}
+        for event in events:
+            heard = _wall(event.message.received_at)
+            if isinstance(event, StatusChange):
+                if event.online is None:
+                    continue
+                state = changed.setdefault(event.device_id, dict(states[event.device_id]))
+                state["online"] = event.online
+                if event.online:
+                    state["last_seen"] = _later(state["last_seen"], heard)
+                continue
+            t = event.telemetry
+            state = changed.setdefault(t.device_id, dict(states[t.device_id]))
+            state["online"] = True
+            state["last_seen"] = _later(state["last_seen"], heard)
+            state["readings"] += 1
+            if state["last_seq"] is None or t.seq > state["last_seq"]:
+                state.update(
+                    status=t.status,
+                    last_ts=t.ts,
+                    last_seq=t.seq,
+                    power_w=t.power_w,
+                    soc_pct=t.soc_pct,
+                    energy_wh_total=t.energy_wh_total,
+                    sessions_total=t.sessions_total,
+                    revenue_minor_total=t.revenue_minor_total,
+                )
+        changed = {d: s for d, s in changed.items() if s != states[d]}
+        if changed:
+            ids = sorted(changed)
+            arrays = [ids] + [[changed[d][c] for d in ids] for c in STATE_COLUMNS]
+            casts = ", ".join(f"%s::{t}[]" for t in ("text", *STATE_TYPES))
+            assignments = ", ".join(f"{c} = u.{c}" for c in STATE_COLUMNS)
+            self.conn.execute(
+                f"UPDATE device_state d SET {assignments}, updated_at = now()"
+                f" FROM unnest({casts}) AS u(device_id, {', '.join(STATE_COLUMNS)})"
+                " WHERE d.device_id = u.device_id",
+                arrays,
+            )
+            for device_id, state in changed.items():
+                states[device_id] = state
+        return sorted(changed)
+
+    def _quarantine(self, rejections: list[Rejection]) -> None:
+        if not rejections:
+            return
+        with (
+            self.conn.cursor() as cur,
+            cur.copy(
+                "COPY quarantine (received_at, topic, reason, detail, payload, device_id)"
+                " FROM STDIN"
+            ) as copy,
+        ):
+            copy.set_types(["timestamptz", "text", "text", "text", "bytea", "text"])
+            for rejection in rejections:
+                message = rejection.message
+                copy.write_row(
+                    (
+                        _wall(message.received_at),
+                        _text(message.topic),
+                        rejection.reason.value,
+                        _text(rejection.detail),
+                        message.payload,
+                        _claimed(message.topic),
+                    )
+                )
+
+    def _notify(self, device_ids: list[str]) -> None:
+        """NOTIFY the API's live stream with the changed ids, in payloads under the limit."""
+        chunk: list[str] = []
+        size = 0
+        for device_id in device_ids:
+            if size + len(device_id) + 3 > NOTIFY_MAX_BYTES:
+                self._send(chunk)
+                chunk, size = [], 0
+            chunk.append(device_id)
+            size += len(device_id) + 3
+        if chunk:
+            self._send(chunk)
+
+    def _send(self, device_ids: list[str]) -> None:
+        payload = json.dumps({"devices": device_ids}, separators=(",", ":"))
+        self.conn.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, payload))
+
+
+def _point(seq: int, state: dict) -> Point:
+    return Point(
+        seq, state["energy_wh_total"], state["revenue_minor_total"], state["sessions_total"]
+    )
+
+
+def _wall(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def _later(current: datetime | None, candidate: datetime) -> datetime:
+    return candidate if current is None or candidate > current else current
+
+
+def _text(untrusted: str) -> str:
+    """PostgreSQL text cannot hold NUL; keep everything else as received."""
+    return untrusted.replace("\x00", "\\x00")[:2000]
+
+
+def _claimed(topic: str) -> str | None:
+    claimed = claimed_id(topic)
+    return _text(claimed)[:200] if claimed else None
