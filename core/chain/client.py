@@ -7,6 +7,7 @@ decoded against every error declared in the compiled contracts.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -26,6 +27,7 @@ from gridshare.core.settings import Settings
 
 T = TypeVar("T")
 RECEIPT_TIMEOUT = 120
+FEE_CACHE_SECONDS = 5.0
 
 _nonce_lock = threading.Lock()
 
@@ -52,6 +54,7 @@ class ChainClient:
         self.settings = settings
         self.w3 = w3 or connect(settings)
         self._errors: dict[bytes, dict[str, Any]] | None = None
+        self._fee_cache: tuple[float, dict[str, int]] | None = None
 
     # ----- contracts -----
 
@@ -94,6 +97,7 @@ class ChainClient:
                 "from": address,
                 "nonce": nonce,
                 "chainId": self.settings.chain_id,
+                **self._fees(),
             }
             if gas is not None:
                 params["gas"] = gas
@@ -109,6 +113,15 @@ class ChainClient:
         if receipt["status"] != 1:
             self._replay_failure(tx, receipt, what)
         return receipt
+
+    def _fees(self) -> dict[str, int]:
+        """EIP-1559 fee caps, refreshed every few seconds (saves two round trips per tx)."""
+        now = time.monotonic()
+        if self._fee_cache is None or now - self._fee_cache[0] > FEE_CACHE_SECONDS:
+            base = self._rpc(lambda: self.w3.eth.get_block("latest"))["baseFeePerGas"]
+            tip = self._rpc(lambda: self.w3.eth.max_priority_fee)
+            self._fee_cache = (now, {"maxFeePerGas": 2 * base + tip, "maxPriorityFeePerGas": tip})
+        return self._fee_cache[1]
 
     def _replay_failure(self, tx: dict[str, Any], receipt: TxReceipt, what: str) -> None:
         """Re-run a transaction that reverted when mined, to learn and raise its error."""

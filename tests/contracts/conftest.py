@@ -12,7 +12,7 @@ import pytest
 from web3.contract import Contract
 
 from gridshare.core.chain.accounts import Accounts, ChainAccount, derive_account, load_accounts
-from gridshare.core.chain.artifacts import Artifact
+from gridshare.core.chain.artifacts import BUILD_DIR, Artifact
 from gridshare.core.chain.attestation import (
     Attestation,
     investor_amount,
@@ -67,9 +67,9 @@ def accounts(chain_settings: Settings, record: DeploymentRecord) -> Accounts:
 
 
 @pytest.fixture(scope="session")
-def test_artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Artifact]:
-    """The test-only hostile contracts, compiled with the same pipeline."""
-    return compile_contracts(TEST_SOURCES, tmp_path_factory.mktemp("test-build"))
+def test_artifacts() -> dict[str, Artifact]:
+    """The test-only hostile contracts, compiled with the same pipeline (cached like the rest)."""
+    return compile_contracts(TEST_SOURCES, BUILD_DIR / "test-contracts")
 
 
 @pytest.fixture(autouse=True)
