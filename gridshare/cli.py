@@ -18,6 +18,7 @@ from gridshare.core.settings import Settings
 from gridshare.core.stack.mosquitto import render_config
 from gridshare.gateway import cli as devices_cli
 from gridshare.ingest.cli import ingest
+from gridshare.oracle import cli as oracle_cli
 from gridshare.sim import cli as sim_cli
 
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -28,6 +29,9 @@ app.command("deploy")(chain_cli.deploy)
 app.add_typer(devices_cli.app, name="devices")
 app.command("sim")(sim_cli.sim)
 app.command("ingest")(ingest)
+app.add_typer(oracle_cli.oracle_app, name="oracle")
+app.add_typer(oracle_cli.operator_app, name="operator")
+app.add_typer(oracle_cli.investor_app, name="investor")
 console = Console()
 
 

@@ -1,0 +1,67 @@
+"""`gridshare oracle run|attest`, `gridshare operator fund`, `gridshare investor claim`."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+
+from gridshare.core.logs import setup_logging
+from gridshare.core.settings import Settings
+from gridshare.oracle import funding, service
+from gridshare.oracle.aggregator import attest_next
+from gridshare.oracle.context import OracleContext
+
+oracle_app = typer.Typer(no_args_is_help=True, help="Signed revenue attestations.")
+operator_app = typer.Typer(no_args_is_help=True, help="The operator's payments.")
+investor_app = typer.Typer(no_args_is_help=True, help="Investors' claims.")
+console = Console()
+
+
+def _context() -> OracleContext:
+    settings = Settings()
+    setup_logging(settings.log_level)
+    return OracleContext.create(settings)
+
+
+@oracle_app.command("run")
+def run() -> None:
+    """Attest every pool's closed epochs, in a loop, until SIGTERM."""
+    service.run(_context())
+
+
+@oracle_app.command("attest")
+def attest(
+    pool: str = typer.Option(..., "--pool", help="Pool name, e.g. pv-plant-1."),
+    force: bool = typer.Option(False, "--force", help="Sign a withheld or flagged epoch."),
+) -> None:
+    """Attest the pool's next closed epoch once; exit 0 when there is nothing to do."""
+    outcome = attest_next(_context(), pool, force=force)
+    console.print(outcome.message, highlight=False)
+    if outcome.status in ("withheld", "flagged"):
+        raise typer.Exit(2)
+
+
+@operator_app.command("fund")
+def fund(pool: str = typer.Option(..., "--pool", help="Pool name.")) -> None:
+    """Pay the pool's investors everything attested and not yet funded."""
+    paid = funding.fund(_context(), pool)
+    if paid.amount == 0:
+        console.print(f"{pool}: nothing owed", highlight=False)
+        return
+    minted = f" (minted {paid.minted} to the operator first)" if paid.minted else ""
+    console.print(f"{pool}: funded {paid.amount} units in tx {paid.tx_hash}{minted}")
+
+
+@investor_app.command("claim")
+def claim(
+    pool: str = typer.Option(..., "--pool", help="Pool name."),
+    account: str = typer.Option(..., "--account", help="Investor index (0-based) or address."),
+) -> None:
+    """Claim the investor's stablecoin revenue from the pool's token."""
+    ctx = _context()
+    holder = funding.investor(ctx, account)
+    paid = funding.claim(ctx, pool, holder)
+    if paid.amount == 0:
+        console.print(f"{pool}: nothing to claim for {holder.address}", highlight=False)
+        return
+    console.print(f"{pool}: {holder.address} claimed {paid.amount} units in tx {paid.tx_hash}")

@@ -1,0 +1,67 @@
+"""What the oracle needs from the outside, gathered once: settings, chain client, deployment
+record, accounts and the signers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from web3.contract import Contract
+
+from gridshare.core.chain.accounts import Accounts, ChainAccount, load_accounts
+from gridshare.core.chain.client import ChainClient
+from gridshare.core.chain.deployment import DeploymentRecord, read_deployment
+from gridshare.core.settings import Settings
+from gridshare.oracle.settings import OracleSettings
+from gridshare.oracle.signer import OracleSigner
+
+
+@dataclass
+class OracleContext:
+    settings: Settings
+    oracle: OracleSettings
+    client: ChainClient
+    record: DeploymentRecord
+    accounts: Accounts
+
+    @classmethod
+    def create(cls, settings: Settings, oracle: OracleSettings | None = None) -> OracleContext:
+        """Connect to the chain and read the deployment; one-line errors when either fails."""
+        client = ChainClient(settings)
+        return cls(
+            settings=settings,
+            oracle=oracle or OracleSettings(),
+            client=client,
+            record=read_deployment(settings),
+            accounts=load_accounts(settings),
+        )
+
+    @property
+    def registry_address(self) -> str:
+        return self.record.address("AttestationRegistry")
+
+    @cached_property
+    def registry(self) -> Contract:
+        return self.client.contract("AttestationRegistry", self.registry_address)
+
+    @property
+    def submitter(self) -> ChainAccount:
+        """Anyone may submit signed attestations; the first oracle key pays the gas."""
+        return self.accounts.oracles[0]
+
+    @cached_property
+    def threshold(self) -> int:
+        return int(self.client.call(self.registry.functions.threshold()))
+
+    @cached_property
+    def signers(self) -> list[OracleSigner]:
+        return [
+            OracleSigner(
+                account=account,
+                db_url=self.oracle.signer_db_urls.get(i, self.settings.db_url),
+                chain_id=self.settings.chain_id,
+                registry=self.registry_address,
+                settings=self.oracle,
+            )
+            for i, account in enumerate(self.accounts.oracles)
+        ]

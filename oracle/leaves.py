@@ -1,0 +1,148 @@
+"""The per-device leaf of an epoch: its ABI-typed fields and its double hash.
+
+    leaf = keccak256(bytes.concat(keccak256(abi.encode(
+        bytes32 poolId, uint64 epoch, bytes32 deviceId, uint256 energyWh, uint256 revenueMinor,
+        uint64 sessions, uint32 readings, uint64 firstSeq, uint64 lastSeq, uint32 uptimeSeconds,
+        uint32 meterResets, int256 adjustmentEnergyWh, int256 adjustmentRevenueMinor))))
+
+This is what OpenZeppelin's `StandardMerkleTree.of(values, LEAF_TYPES)` hashes, and what the
+registry's `verifyLeaf` expects. The field list is part of the public interface: keep it stable
+(docs/oracle.md). Every field is a static ABI type, so the encoding is thirteen 32-byte words;
+`signing_bytes` builds them directly (the same bytes `eth_abi.encode` gives, much faster).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sha3 import keccak_256
+
+
+def keccak(data: bytes) -> bytes:
+    return keccak_256(data).digest()
+
+
+LEAF_TYPES: tuple[str, ...] = (
+    "bytes32",  # poolId = keccak256(pool name)
+    "uint64",  # epoch
+    "bytes32",  # deviceId = keccak256(device id)
+    "uint256",  # energyWh
+    "uint256",  # revenueMinor
+    "uint64",  # sessions
+    "uint32",  # readings
+    "uint64",  # firstSeq
+    "uint64",  # lastSeq
+    "uint32",  # uptimeSeconds
+    "uint32",  # meterResets
+    "int256",  # adjustmentEnergyWh
+    "int256",  # adjustmentRevenueMinor
+)
+LEAF_NAMES: tuple[str, ...] = (
+    "poolId",
+    "epoch",
+    "deviceId",
+    "energyWh",
+    "revenueMinor",
+    "sessions",
+    "readings",
+    "firstSeq",
+    "lastSeq",
+    "uptimeSeconds",
+    "meterResets",
+    "adjustmentEnergyWh",
+    "adjustmentRevenueMinor",
+)
+
+_id_cache: dict[str, bytes] = {}
+
+
+def text_id(name: str) -> bytes:
+    """keccak256 of a UTF-8 name: pool ids and device ids on-chain."""
+    found = _id_cache.get(name)
+    if found is None:
+        found = keccak(name.encode("utf-8"))
+        if len(_id_cache) < 1_000_000:
+            _id_cache[name] = found
+    return found
+
+
+@dataclass(frozen=True)
+class DeviceLeaf:
+    """One device's figures for one epoch (base units: Wh, minor currency units, seconds)."""
+
+    pool: str
+    epoch: int
+    device_id: str
+    energy_wh: int
+    revenue_minor: int
+    sessions: int
+    readings: int
+    first_seq: int
+    last_seq: int
+    uptime_seconds: int
+    meter_resets: int
+    adjustment_energy_wh: int
+    adjustment_revenue_minor: int
+
+    def values(self) -> tuple[object, ...]:
+        """The ABI values in LEAF_TYPES order."""
+        return (
+            text_id(self.pool),
+            self.epoch,
+            text_id(self.device_id),
+            self.energy_wh,
+            self.revenue_minor,
+            self.sessions,
+            self.readings,
+            self.first_seq,
+            self.last_seq,
+            self.uptime_seconds,
+            self.meter_resets,
+            self.adjustment_energy_wh,
+            self.adjustment_revenue_minor,
+        )
+
+    def signing_bytes(self) -> bytes:
+        """abi.encode of the fields."""
+        return b"".join(
+            (
+                text_id(self.pool),
+                _word(self.epoch, 64),
+                text_id(self.device_id),
+                _word(self.energy_wh, 256),
+                _word(self.revenue_minor, 256),
+                _word(self.sessions, 64),
+                _word(self.readings, 32),
+                _word(self.first_seq, 64),
+                _word(self.last_seq, 64),
+                _word(self.uptime_seconds, 32),
+                _word(self.meter_resets, 32),
+                _signed_word(self.adjustment_energy_wh),
+                _signed_word(self.adjustment_revenue_minor),
+            )
+        )
+
+    def leaf_hash(self) -> bytes:
+        return keccak(keccak(self.signing_bytes()))
+
+    def as_json(self) -> dict[str, object]:
+        """The named fields for API clients (amounts as strings: they can exceed 2^53)."""
+        out: dict[str, object] = {}
+        for name, value in zip(LEAF_NAMES, self.values(), strict=True):
+            if isinstance(value, bytes):
+                out[name] = "0x" + value.hex()
+            elif name in ("energyWh", "revenueMinor") or name.startswith("adjustment"):
+                out[name] = str(value)
+            else:
+                out[name] = value
+        return out
+
+
+def _word(value: int, bits: int) -> bytes:
+    if not 0 <= value < 1 << bits:
+        raise ValueError(f"{value} does not fit uint{bits}")
+    return value.to_bytes(32, "big")
+
+
+def _signed_word(value: int) -> bytes:
+    return value.to_bytes(32, "big", signed=True)

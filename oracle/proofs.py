@@ -1,0 +1,61 @@
+"""A device's leaf and Merkle proof for an attested epoch, verifiable against the on-chain
+root with `verifyLeaf(poolId, epoch, leaf, proof)` (what the API serves)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+
+from gridshare.core.chain.merkle import MerkleTree
+from gridshare.oracle.leaves import DeviceLeaf
+
+
+@dataclass(frozen=True)
+class LeafProof:
+    leaf: DeviceLeaf
+    leaf_hash: bytes
+    proof: list[bytes]
+    root: bytes
+    state: str
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "pool": self.leaf.pool,
+            "epoch": self.leaf.epoch,
+            "device_id": self.leaf.device_id,
+            "state": self.state,
+            "fields": self.leaf.as_json(),
+            "leaf": "0x" + self.leaf_hash.hex(),
+            "proof": ["0x" + p.hex() for p in self.proof],
+            "root": "0x" + self.root.hex(),
+        }
+
+
+def device_proof(
+    conn: psycopg.Connection, pool: str, epoch: int, device_id: str
+) -> LeafProof | None:
+    """The proof, or None when the epoch or the device's leaf does not exist."""
+    head = conn.execute(
+        "SELECT leaves_root, state FROM oracle_epochs WHERE pool = %s AND epoch = %s",
+        (pool, epoch),
+    ).fetchone()
+    if head is None:
+        return None
+    rows = conn.execute(
+        """SELECT device_id, leaf, energy_wh, revenue_minor, sessions, readings, first_seq,
+                  last_seq, uptime_seconds, meter_resets, adjustment_energy_wh,
+                  adjustment_revenue_minor
+           FROM oracle_leaves WHERE pool = %s AND epoch = %s""",
+        (pool, epoch),
+    ).fetchall()
+    mine = next((r for r in rows if r[0] == device_id), None)
+    if mine is None:
+        return None
+    hashes = [bytes.fromhex(r[1].removeprefix("0x")) for r in rows]
+    tree = MerkleTree(hashes)
+    leaf = DeviceLeaf(pool, epoch, device_id, *(int(x) for x in mine[2:]))
+    leaf_hash = bytes.fromhex(mine[1].removeprefix("0x"))
+    if leaf.leaf_hash() != leaf_hash:
+        raise ValueError(f"stored leaf of {device_id} epoch {epoch} does not match its fields")
+    return LeafProof(leaf, leaf_hash, tree.proof(leaf_hash), tree.root, head[1])

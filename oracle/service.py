@@ -1,0 +1,63 @@
+"""`gridshare oracle run`: attest every pool's closed epochs, until SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+from prometheus_client import start_http_server
+
+from gridshare.core import db
+from gridshare.core.errors import GridshareError
+from gridshare.oracle import funding
+from gridshare.oracle.aggregator import Outcome, attest_next
+from gridshare.oracle.context import OracleContext
+
+log = logging.getLogger(__name__)
+MAX_EPOCHS_PER_ROUND = 50  # per pool, so one pool catching up never starves the others
+
+
+def pool_names(ctx: OracleContext) -> list[str]:
+    with db.connect(ctx.settings, autocommit=True) as conn:
+        return [r[0] for r in conn.execute("SELECT name FROM pools ORDER BY name")]
+
+
+def run_round(ctx: OracleContext, stop: threading.Event) -> list[Outcome]:
+    """Attest every closed epoch of every pool (each pool until it has nothing to do)."""
+    outcomes: list[Outcome] = []
+    for pool in pool_names(ctx):
+        for _ in range(MAX_EPOCHS_PER_ROUND):
+            if stop.is_set():
+                return outcomes
+            try:
+                outcome = attest_next(ctx, pool)
+            except GridshareError as exc:
+                log.error("pool step failed", extra={"fields": {"pool": pool, "error": str(exc)}})
+                break
+            outcomes.append(outcome)
+            if outcome.status not in ("waiting", "nothing"):
+                fields = {"pool": pool, "status": outcome.status}
+                log.info(outcome.message, extra={"fields": fields})
+            if outcome.progressed and ctx.oracle.auto_fund:
+                funding.fund(ctx, pool)
+            if not outcome.progressed:
+                break
+    return outcomes
+
+
+def run(ctx: OracleContext) -> None:
+    """Loop until SIGTERM or SIGINT; a step in flight finishes first (and is crash-safe)."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    if ctx.oracle.metrics_port:
+        start_http_server(ctx.oracle.metrics_port, addr=ctx.settings.api_host)
+    log.info(
+        "oracle running",
+        extra={"fields": {"threshold": ctx.threshold, "signers": len(ctx.signers)}},
+    )
+    while not stop.is_set():
+        run_round(ctx, stop)
+        stop.wait(ctx.oracle.poll_seconds)
+    log.info("oracle stopped")
