@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -106,29 +104,6 @@ def test_project_compile_writes_artifacts():
     assert set(OWN) <= set(artifacts)
     for name in OWN:
         assert (CONTRACTS_DIR / ".build" / f"{name}.json").exists()
-
-
-@pytest.mark.slow
-def test_ape_compile(tmp_path):
-    """ape-solidity compiles the project through the same adapter (in a copy of the project)."""
-    project = tmp_path / "project"
-    (project / "contracts").mkdir(parents=True)
-    for source in CONTRACTS_DIR.glob("*.sol"):
-        shutil.copy(source, project / "contracts" / source.name)
-    shutil.copy(PROJECT_ROOT / "ape-config.yaml", project / "ape-config.yaml")
-    (project / "node_modules").symlink_to(PROJECT_ROOT / "node_modules")
-    env = {**os.environ, "PATH": f"{PROJECT_ROOT / 'node_modules' / '.bin'}:{BIN}:/usr/bin:/bin"}
-    done = subprocess.run(
-        [str(BIN / "ape"), "compile"],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    manifest = json.loads((project / ".build" / "__local__.json").read_text())
-    assert set(OWN) <= set(manifest["contractTypes"])
 
 
 @pytest.mark.slow
