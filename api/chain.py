@@ -140,11 +140,27 @@ class ChainReader:
                 batch.add(registry.functions.attested(pid))
                 batch.add(registry.functions.funded(pid))
                 batch.add(registry.functions.owed(pid))
-                batch.add(token.functions.totalClaimed())
                 batch.add(token.functions.totalFunded())
+                batch.add(stable.functions.balanceOf(entry.token))
                 batch.add(stable.functions.decimals())
                 values = batch.execute()
-            return PoolChainFigures(entry.token, *values)
+            symbol, decimals, supply, latest, attested, funded, owed = values[:7]
+            distributed, unclaimed, stable_decimals = values[7:]
+            # The token holds what it was paid and holders have not claimed yet.
+            claimed = max(0, distributed - unclaimed)
+            return PoolChainFigures(
+                entry.token,
+                symbol,
+                decimals,
+                supply,
+                latest,
+                attested,
+                funded,
+                owed,
+                claimed,
+                distributed,
+                stable_decimals,
+            )
 
         return await self.cached(("pool", name), read)
 

@@ -150,11 +150,12 @@ class AttestationPage(BaseModel):
 
 
 class LeafFields(BaseModel):
-    """The ABI-encoded fields of a device's leaf, in order."""
+    """The ABI-encoded fields of a device's leaf, in order (values as strings: 0x hex for
+    bytes32, decimal for integers)."""
 
     names: list[str]
     types: list[str]
-    values: list[str | int]
+    values: list[str]
 
 
 class Proof(BaseModel):

@@ -22,8 +22,8 @@ from gridshare.api.schemas import (
     Proof,
     ProofCheck,
 )
+from gridshare.core.chain.merkle import MerkleTree
 from gridshare.oracle.leaves import LEAF_NAMES, LEAF_TYPES, DeviceLeaf
-from gridshare.oracle.merkle import MerkleTree
 
 router = APIRouter(prefix="/v1/pools", tags=["pools"])
 log = logging.getLogger(__name__)
@@ -177,7 +177,7 @@ async def attestations(
 LEAF_SQL = """
     SELECT l.energy_wh, l.revenue_minor, l.sessions, l.readings, l.first_seq, l.last_seq,
            l.uptime_seconds, l.meter_resets, l.adjustment_energy_wh,
-           l.adjustment_revenue_minor, l.leaf, l.tree_index, e.leaves_root
+           l.adjustment_revenue_minor, l.leaf, e.leaves_root
     FROM oracle_leaves l JOIN oracle_epochs e USING (pool, epoch)
     WHERE l.pool = %s AND l.epoch = %s AND l.device_id = %s
 """
@@ -193,7 +193,7 @@ async def _tree(conn: Conn, pool: str, epoch: int, root: str) -> MerkleTree:
         cur = await conn.execute(
             "SELECT leaf FROM oracle_leaves WHERE pool = %s AND epoch = %s", (pool, epoch)
         )
-        tree = MerkleTree.build([bytes.fromhex(r[0][2:]) for r in await cur.fetchall()])
+        tree = MerkleTree([bytes.fromhex(r[0][2:]) for r in await cur.fetchall()])
         if len(_trees) >= MAX_TREES:
             _trees.pop(next(iter(_trees)))
         _trees[root] = tree
@@ -209,11 +209,11 @@ async def _proof(conn: Conn, pool: str, epoch: int, device_id: str) -> Proof:
             404, "not_found", f"no leaf for device {device_id!r} in {pool} epoch {epoch}"
         )
     leaf_row = DeviceLeaf(pool, epoch, device_id, *(int(x) for x in row[:10]))
-    leaf_hex, tree_index, root = row[10], row[11], row[12]
+    leaf_hex, root = row[10], row[11]
     tree = await _tree(conn, pool, epoch, root)
     if "0x" + tree.root.hex() != root or "0x" + leaf_row.leaf_hash().hex() != leaf_hex:
         raise ApiError(500, "internal", "stored leaves do not match the stored root")
-    values: list[str | int] = []
+    values: list[str] = []
     for v in leaf_row.values():
         values.append("0x" + v.hex() if isinstance(v, bytes) else str(v))
     return Proof(
@@ -223,7 +223,7 @@ async def _proof(conn: Conn, pool: str, epoch: int, device_id: str) -> Proof:
         device_id=device_id,
         leaf=leaf_hex,
         fields=LeafFields(names=list(LEAF_NAMES), types=list(LEAF_TYPES), values=values),
-        proof=["0x" + p.hex() for p in tree.proof(tree_index)],
+        proof=["0x" + p.hex() for p in tree.proof(bytes.fromhex(leaf_hex[2:]))],
         merkle_root=root,
     )
 

@@ -4,7 +4,9 @@ bucket bounds fall between readings and interpolation matters."""
 
 from __future__ import annotations
 
+import os
 import random
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,6 +16,7 @@ import psycopg
 from gridshare.core import db
 from gridshare.core.payloads import format_ts
 from gridshare.core.settings import Settings
+from gridshare.core.signing import address_for_key
 from tests.ingest.fleet import Device, IngestProcess, Publisher, register, wait_until
 
 DAY0 = datetime(2026, 11, 20, tzinfo=UTC)  # two whole settlement days: DAY0 and DAY0 + 1 d
@@ -49,12 +52,18 @@ def schedule(index: int) -> list[Reading]:
     return out
 
 
-def ingest_fleet(settings: Settings, env: dict[str, str], log_dir: Path, count: int = 3) -> Fleet:
+def ingest_fleet(
+    settings: Settings, env: dict[str, str], log_dir: Path, count: int = 3, pool: str = ""
+) -> Fleet:
+    """`count` devices (in `pool`, or in a new pool) with readings stored by ingest."""
     with db.connect(settings, autocommit=True) as conn:
-        devices = register(conn, count)
-        pool = conn.execute(
-            "SELECT pool FROM devices WHERE device_id = %s", (devices[0].device_id,)
-        ).fetchone()[0]
+        if pool:
+            devices = register_in(conn, pool, count)
+        else:
+            devices = register(conn, count)
+            pool = conn.execute(
+                "SELECT pool FROM devices WHERE device_id = %s", (devices[0].device_id,)
+            ).fetchone()[0]
     readings = {d.device_id: schedule(i) for i, d in enumerate(devices)}
     worker = IngestProcess(env, log_dir, "api-tests").start()
     publisher = Publisher(settings)
@@ -80,6 +89,18 @@ def ingest_fleet(settings: Settings, env: dict[str, str], log_dir: Path, count: 
         publisher.close()
         worker.stop()
     return Fleet(pool, devices, readings)
+
+
+def register_in(conn: psycopg.Connection, pool: str, count: int) -> list[Device]:
+    """Charging piles with fresh keys in an existing pool."""
+    tag = secrets.token_hex(4)
+    devices = [Device(f"cp-{tag}-{i:05d}", os.urandom(32)) for i in range(count)]
+    for device in devices:
+        conn.execute(
+            "INSERT INTO devices (device_id, type, pool, address) VALUES (%s, %s, %s, %s)",
+            (device.device_id, "charging_pile", pool, address_for_key(device.key)),
+        )
+    return devices
 
 
 def _stored(conn: psycopg.Connection, devices: list[Device]) -> int:
