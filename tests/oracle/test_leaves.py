@@ -1,0 +1,61 @@
+"""Pure checks: the leaf encoding, the tree layout against OpenZeppelin's own test vector,
+and the period grid."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+from eth_abi import encode
+
+from gridshare.core.chain.merkle import MerkleTree, leaf_hash, verify
+from gridshare.oracle.leaves import LEAF_TYPES, DeviceLeaf
+from gridshare.oracle.periods import PoolGrid, align_down
+
+
+def random_leaf(rng: random.Random, size: int = 64) -> DeviceLeaf:
+    return DeviceLeaf(
+        pool=f"pv-plant-{rng.randrange(100)}",
+        epoch=rng.randrange(1, 2**64),
+        device_id=f"pv-{rng.randrange(10**6):06d}",
+        energy_wh=rng.randrange(2**size),
+        revenue_minor=rng.randrange(2**size),
+        sessions=rng.randrange(2**64),
+        readings=rng.randrange(2**32),
+        first_seq=rng.randrange(2**64),
+        last_seq=rng.randrange(2**64),
+        uptime_seconds=rng.randrange(2**32),
+        meter_resets=rng.randrange(2**32),
+        adjustment_energy_wh=rng.randrange(-(2**60), 2**60),
+        adjustment_revenue_minor=rng.randrange(-(2**60), 2**60),
+    )
+
+
+def test_fast_encoding_is_abi_encode() -> None:
+    rng = random.Random(7)
+    for _ in range(200):
+        leaf = random_leaf(rng)
+        assert leaf.signing_bytes() == encode(list(LEAF_TYPES), list(leaf.values()))
+        assert leaf.leaf_hash() == leaf_hash(LEAF_TYPES, leaf.values())
+
+
+def test_tree_matches_openzeppelin_standard_tree_dump() -> None:
+    """@openzeppelin/merkle-tree test/dumps/standard-v1.sorted.1_0_6.json: leaf encoding
+    ["string"], values "a".."f"."""
+    hashes = [leaf_hash(["string"], [v]) for v in "abcdef"]
+    tree = MerkleTree(hashes)
+    assert tree.root.hex() == "6deb52b5da8fd108f79fab00341f38d2587896634c646ee52e49f845680a70c8"
+    for h in hashes:
+        assert verify(tree.proof(h), tree.root, h)
+
+
+def test_grid_is_aligned_to_the_unix_epoch() -> None:
+    day = 86_400
+    moment = datetime(2026, 11, 30, 6, 0, 12, 345000, tzinfo=UTC)
+    assert align_down(moment, day) == datetime(2026, 11, 30, tzinfo=UTC)
+    assert align_down(moment, 3600) == datetime(2026, 11, 30, 6, tzinfo=UTC)
+    odd = align_down(moment, 7)
+    assert odd.timestamp() % 7 == 0 and timedelta(0) <= moment - odd < timedelta(seconds=7)
+    grid = PoolGrid("p", datetime(2026, 11, 1, tzinfo=UTC), day)
+    assert grid.bounds(1) == (grid.epoch1_start, grid.epoch1_start + timedelta(days=1))
+    assert grid.bounds(3)[0] == grid.bounds(2)[1]
