@@ -14,9 +14,10 @@ from enum import StrEnum
 from pathlib import Path
 
 import psycopg
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
+
 from gridshare.core.errors import ServiceUnreachable
 from gridshare.core.settings import Settings
-from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 MIGRATION_LOCK_KEY = 0x67726964  # "grid": one advisory lock id for schema changes

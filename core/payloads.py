@@ -13,8 +13,9 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from gridshare.core.signing import sign
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gridshare.core.signing import sign
 
 MAX_PAYLOAD_BYTES = 16 * 1024
 MAX_POWER_W = 50_000_000  # 50 MW: above any single PV plant, pile or cabinet

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import httpx
+
 from gridshare.core.errors import StackError
 from gridshare.core.settings import Settings
 from gridshare.core.stack.process import ManagedProcess, port_open, wait_until

@@ -7,11 +7,12 @@ import shutil
 import time
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
 from gridshare.core.broker_auth import ADMIN_USER, BrokerAuth
 from gridshare.core.errors import StackError
 from gridshare.core.settings import Settings
 from gridshare.core.stack.process import ManagedProcess, port_open, wait_until
-from paho.mqtt.enums import CallbackAPIVersion
 
 
 class Mosquitto:

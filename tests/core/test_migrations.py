@@ -8,10 +8,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from pglast import ast, parse_sql
+
 from gridshare.core import db
 from gridshare.core.db import Flavor
 from gridshare.core.settings import Settings
-from pglast import ast, parse_sql
 
 TIMESCALE_CALLS = {
     "create_hypertable",

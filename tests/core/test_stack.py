@@ -9,12 +9,12 @@ import httpx
 import paho.mqtt.client as mqtt
 import psycopg
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
 from gridshare.core import stack
 from gridshare.core.broker_auth import ADMIN_USER, BrokerAuth
 from gridshare.core.settings import Settings
 from gridshare.core.stack.process import port_open
-from paho.mqtt.enums import CallbackAPIVersion
-
 from tests.support import stack_settings_for
 
 
