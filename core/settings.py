@@ -30,6 +30,7 @@ class Settings(BaseSettings):
     ingest_offline_seconds: float = Field(default=300, gt=0)  # silence before a device is offline
     ingest_worker: str = Field(default="main", pattern=r"^[A-Za-z0-9_.-]{1,40}$")
     ingest_client_id: str = ""  # MQTT client id; empty: gridshare-ingest-{hostname}-{worker}
+    ingest_shared: bool = False  # several workers: share telemetry via $share/gridshare-ingest
     period_seconds: int = Field(default=86400, ge=1)
     state_dir: Path = Path("./.gridshare")
     log_level: str = "INFO"

@@ -2,16 +2,20 @@
 
 The session is fixed by the client id and kept by the broker for `SESSION_EXPIRY` seconds
 (clean start off), so messages delivered but not yet acknowledged when the worker dies, or
-published while it is away, are delivered again when it comes back. Telemetry is read through
-a shared subscription, so several workers split the load. Status is read through a plain
-subscription by every worker: MQTT 5 (§4.8.2) does not send retained messages to shared
-subscriptions, and the status topic's state lives in retained messages; the status updates
-are idempotent, so every worker applying them is harmless.
+published while it is away, are delivered again when it comes back under the same id.
 
-Mosquitto hands offline members of a share group their turn of the messages (held until the
-session expires), so a worker stopping on purpose first unsubscribes, commits what is still
-arriving, and only then ends its session; a worker that crashes keeps its session and gets
-its messages again when it restarts under the same client id.
+Telemetry subscription: one worker subscribes plainly; several workers (`ingest_shared`)
+subscribe through the shared subscription `$share/gridshare-ingest/…`, so each message goes
+to one of them. Two properties of Mosquitto 2.0 decide how: it does not save shared
+subscriptions in its persistence file, so after a broker restart messages published before
+the workers re-subscribe reach nobody (the plain subscription is restored and queues them);
+and it hands offline members of a share group their turn of the messages, held until they
+return. Hence plain is the default, and a shared worker being removed for good is stopped
+with `retire`: unsubscribe, commit what still arrives, end the session.
+
+Status is always read through a plain subscription by every worker: MQTT 5 (§4.8.2) sends no
+retained messages to shared subscriptions, and the status topic's state is retained; status
+updates are idempotent, so every worker applying them is harmless.
 
 PUBACKs are sent only by `ack`, after the batch holding the messages is committed. Each message
 carries the session epoch it arrived in; if the broker ever reports a fresh session (it lost
@@ -41,7 +45,8 @@ from gridshare.core.settings import Settings
 from gridshare.ingest.validate import Message
 
 SHARE_GROUP = "gridshare-ingest"
-TELEMETRY_SUBSCRIPTION = f"$share/{SHARE_GROUP}/gridshare/v1/devices/+/telemetry"
+TELEMETRY_TOPICS = "gridshare/v1/devices/+/telemetry"
+SHARED_TELEMETRY = f"$share/{SHARE_GROUP}/{TELEMETRY_TOPICS}"
 STATUS_SUBSCRIPTION = "gridshare/v1/devices/+/status"
 SESSION_EXPIRY = 86400
 log = logging.getLogger(__name__)
@@ -77,6 +82,7 @@ class BrokerLink:
         self.client_id = client_id
         self.inbox: queue.Queue[Message] = queue.Queue()
         self.epoch = 0
+        self.telemetry = SHARED_TELEMETRY if settings.ingest_shared else TELEMETRY_TOPICS
         self._connected = threading.Event()
         self._unsubscribed = threading.Event()
         self._refused: str | None = None
@@ -125,7 +131,7 @@ class BrokerLink:
         """Ask for no further messages; True once the broker confirmed."""
         if not self._client.is_connected():
             return False
-        self._client.unsubscribe([TELEMETRY_SUBSCRIPTION, STATUS_SUBSCRIPTION])
+        self._client.unsubscribe([self.telemetry, STATUS_SUBSCRIPTION])
         return self._unsubscribed.wait(timeout)
 
     def stop(self, end_session: bool = False) -> None:
@@ -147,7 +153,7 @@ class BrokerLink:
             self.epoch += 1
         client.subscribe(
             [
-                (TELEMETRY_SUBSCRIPTION, SubscribeOptions(qos=1)),
+                (self.telemetry, SubscribeOptions(qos=1)),
                 (
                     STATUS_SUBSCRIPTION,
                     SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB),
@@ -161,6 +167,7 @@ class BrokerLink:
                     "client_id": self.client_id,
                     "session_present": flags.session_present,
                     "epoch": self.epoch,
+                    "subscription": self.telemetry,
                 }
             },
         )

@@ -20,6 +20,14 @@ def ingest(
     ),
     batch_size: int = typer.Option(None, help="Messages per commit at most"),
     batch_seconds: float = typer.Option(None, help="Longest wait before a batch is committed"),
+    shared: bool = typer.Option(
+        None,
+        "--shared/--no-shared",
+        help="Share telemetry with other workers [GRIDSHARE_INGEST_SHARED]",
+    ),
+    retire: bool = typer.Option(
+        False, help="On stop, leave for good: unsubscribe, commit the rest, end the MQTT session"
+    ),
 ) -> None:
     """Store device telemetry from MQTT in the database; acknowledge only what is committed."""
     given = {
@@ -27,7 +35,8 @@ def ingest(
         "ingest_client_id": client_id,
         "ingest_batch_size": batch_size,
         "ingest_batch_seconds": batch_seconds,
+        "ingest_shared": shared,
     }
     settings = Settings(**{k: v for k, v in given.items() if v is not None})
     setup_logging(settings.log_level)
-    Worker(settings).run()
+    Worker(settings, retire=retire).run()

@@ -17,6 +17,7 @@ import time
 import psycopg
 
 from gridshare.core import db
+from gridshare.core.errors import ServiceUnreachable
 from gridshare.core.payloads import QuarantineReason
 from gridshare.core.settings import Settings
 from gridshare.ingest import metrics
@@ -25,7 +26,7 @@ from gridshare.ingest.devices import DeviceDirectory
 from gridshare.ingest.validate import Message, Rejection, Verdict, claimed_id, classify
 from gridshare.ingest.writer import BatchWriter, Outcome
 
-TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError)
+TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError, ServiceUnreachable)
 MAX_BACKOFF = 10.0
 DRAIN_SECONDS = 30.0  # a stopping worker commits what still arrives for this long at most
 DRAIN_IDLE = 0.5  # ... until nothing arrived for this long
@@ -41,10 +42,14 @@ def default_client_id(settings: Settings) -> str:
 
 
 class Worker:
-    """One ingest worker; `run` returns after SIGTERM/SIGINT once its batch is committed."""
+    """One ingest worker; `run` returns after SIGTERM/SIGINT once what arrived is committed.
 
-    def __init__(self, settings: Settings) -> None:
+    On stop the session is kept, so what is published meanwhile waits for the worker's
+    return; with `retire` the worker leaves for good (see `BrokerLink`)."""
+
+    def __init__(self, settings: Settings, retire: bool = False) -> None:
         self.settings = settings
+        self.retire = retire
         self.client_id = default_client_id(settings)
         self.directory = DeviceDirectory()
         self.link = BrokerLink(
@@ -65,18 +70,17 @@ class Worker:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._stop)
         log.info("ingest worker running", extra={"fields": {"client_id": self.client_id}})
-        drained = False
+        ended = False
         try:
             while not self.stopping:
                 self._step(idle=0.25)
-            drained = self._drain()
+            ended = self._retire() if self.retire else self._flush()
         finally:
-            self.link.stop(end_session=drained)
+            self.link.stop(end_session=ended)
             if self._conn is not None:
                 self._conn.close()
         log.info(
-            "ingest worker stopped",
-            extra={"fields": {**self._totals, "session_ended": drained}},
+            "ingest worker stopped", extra={"fields": {**self._totals, "session_ended": ended}}
         )
 
     def _stop(self, signum: int, frame: object) -> None:
@@ -97,7 +101,13 @@ class Worker:
         self._sweep()
         return bool(batch)
 
-    def _drain(self) -> bool:
+    def _flush(self) -> bool:
+        """After a stop request: commit and ack what has arrived; the session stays."""
+        while not self._gave_up and self._step(idle=0):
+            pass
+        return False
+
+    def _retire(self) -> bool:
         """After a stop request: unsubscribe, then commit and ack what still arrives. True if
         all of it was committed, so the session may end without stranding anything."""
         if not self.link.unsubscribe():
@@ -143,7 +153,7 @@ class Worker:
         while True:
             try:
                 outcome = self._database().write([rejection])
-            except psycopg.Error as again:
+            except (psycopg.Error, ServiceUnreachable) as again:
                 self._lost_database(again)
                 if not self._backoff(3):
                     self._gave_up = True
@@ -182,7 +192,7 @@ class Worker:
         self._next_sweep = now + max(1.0, min(30.0, self.settings.ingest_offline_seconds / 4))
         try:
             gone = self._database().sweep_offline(self.settings.ingest_offline_seconds)
-        except psycopg.Error as exc:
+        except (psycopg.Error, ServiceUnreachable) as exc:
             self._lost_database(exc)
             return
         if gone:

@@ -16,12 +16,17 @@ from tests.ingest.fleet import IngestProcess, Publisher
 def ingest_worker(
     stack_env: dict[str, str], tmp_path: Path
 ) -> Iterator[Callable[..., IngestProcess]]:
-    """Start `gridshare ingest` workers; each is stopped with SIGTERM at the end of the test,
-    so no session of a stopped worker keeps taking a share of later tests' messages."""
+    """Start `gridshare ingest` workers, by default with `--retire`, and stop each with SIGTERM
+    at the end of the test, so no session of a test's worker outlives the test (an offline
+    member of the share group would take a share of later tests' messages)."""
     workers: list[IngestProcess] = []
 
-    def start(name: str | None = None, wait: bool = True, **settings: str) -> IngestProcess:
-        worker = IngestProcess(stack_env, tmp_path, name or f"t-{secrets.token_hex(3)}", **settings)
+    def start(
+        name: str | None = None, wait: bool = True, retire: bool = True, **settings: str
+    ) -> IngestProcess:
+        name = name or f"t-{secrets.token_hex(3)}"
+        args = ("--retire",) if retire else ()
+        worker = IngestProcess(stack_env, tmp_path, name, *args, **settings)
         workers.append(worker)
         return worker.start(wait=wait)
 

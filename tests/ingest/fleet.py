@@ -97,6 +97,8 @@ class Publisher:
         self.client.max_inflight_messages_set(200)
         self.client.max_queued_messages_set(0)
         self.client.reconnect_delay_set(0.2, 2)
+        self.acked: set[int] = set()
+        self.client.on_publish = lambda client, userdata, mid, *_: self.acked.add(mid)
         self.client.connect(settings.mqtt_host, settings.mqtt_port, clean_start=False)
         self.client.loop_start()
         self.pending: list[mqtt.MQTTMessageInfo] = []
@@ -106,9 +108,13 @@ class Publisher:
         self.pending.append(self.client.publish(topic, payload, qos=1, retain=retain))
 
     def flush(self, timeout: float = 60) -> None:
-        """Wait until the broker acknowledged every publish so far."""
-        wait_until(lambda: all(i.is_published() for i in self.pending), timeout, "publishes acked")
+        """Wait until the broker acknowledged every publish so far (those made while the
+        broker was away included: paho sends them again once reconnected)."""
+        wait_until(
+            lambda: all(i.mid in self.acked for i in self.pending), timeout, "publishes acked"
+        )
         self.pending.clear()
+        self.acked.clear()
 
     def close(self) -> None:
         self.client.disconnect()
@@ -118,7 +124,10 @@ class Publisher:
 class IngestProcess:
     """`gridshare ingest` as a child process, its JSON log lines in a file."""
 
-    def __init__(self, env: dict[str, str], log_dir: Path, worker: str, **settings: str) -> None:
+    def __init__(
+        self, env: dict[str, str], log_dir: Path, worker: str, *args: str, **settings: str
+    ) -> None:
+        self.args = args
         self.env = {
             **env,
             "GRIDSHARE_INGEST_METRICS_PORT": "0",
@@ -132,7 +141,7 @@ class IngestProcess:
     def start(self, wait: bool = True) -> IngestProcess:
         log = open(self.log_path, "a")  # noqa: SIM115 - the child writes to it until it exits
         self.proc = subprocess.Popen(
-            [GRIDSHARE, "ingest", "--worker", self.worker],
+            [GRIDSHARE, "ingest", "--worker", self.worker, *self.args],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,

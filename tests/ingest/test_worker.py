@@ -159,17 +159,37 @@ def test_retained_status_reaches_a_new_worker(conn, ingest_worker, publisher):
     publisher.flush()
 
 
-def test_sigterm_commits_what_arrived_and_exits_zero(conn, ingest_worker, publisher):
+def test_sigterm_keeps_the_session_for_what_is_published_meanwhile(conn, ingest_worker, publisher):
     devices = register(conn, 10)
-    worker = ingest_worker()
-    for device in devices:
-        for seq in range(1, 51):
+    worker = ingest_worker(retire=False)
+    for seq in range(1, 51):
+        for device in devices:
+            publisher.publish(device.topic, device.reading(seq))
+    publisher.flush()
+    assert worker.stop() == 0
+    last = json.loads(worker.log().strip().splitlines()[-1])
+    assert last["msg"] == "ingest worker stopped" and last["session_ended"] is False
+    for seq in range(51, 61):  # nobody is connected: the broker queues them in the session
+        for device in devices:
+            publisher.publish(device.topic, device.reading(seq))
+    publisher.flush()
+    ingest_worker(worker.worker)  # same name, same session; retires at the end of the test
+    wait_until(lambda: stored(conn, devices)[0] >= 600, 30, "readings published while away")
+    time.sleep(0.5)
+    assert stored(conn, devices) == (600, 600)
+
+
+def test_retire_commits_everything_and_ends_the_session(conn, ingest_worker, publisher):
+    devices = register(conn, 10)
+    worker = ingest_worker(ingest_shared="true")
+    for seq in range(1, 51):
+        for device in devices:
             publisher.publish(device.topic, device.reading(seq))
     publisher.flush()
     assert worker.stop() == 0
     assert stored(conn, devices) == (500, 500)
     last = json.loads(worker.log().strip().splitlines()[-1])
-    assert last["msg"] == "ingest worker stopped" and last["session_ended"] is True
+    assert last["session_ended"] is True and last["stored"] == 500
 
 
 def test_unreachable_services_at_start_fail_in_one_line(stack_env):
