@@ -6,19 +6,69 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
 from gridshare.api.main import create_app
+from gridshare.core.chain.deploy import deploy
+from gridshare.core.chain.pools import create_pool
 from gridshare.core.settings import Settings
+from gridshare.oracle import funding
+from gridshare.oracle.aggregator import attest_next
+from gridshare.oracle.context import OracleContext
+from gridshare.oracle.settings import OracleSettings
 from tests.api.data import Fleet, ingest_fleet
 from tests.support import free_port
 
 GRIDSHARE = str(Path(sys.executable).with_name("gridshare"))
 SIWE_DOMAIN = "invest.gridshare.test"
+
+
+POOL = "charging-pile-7001"
+SHARE_BPS = 3_000
+
+
+@dataclass(frozen=True)
+class Attested:
+    fleet: Fleet
+    epochs: int
+    ctx: OracleContext
+
+
+@pytest.fixture(scope="session")
+def attested(
+    stack_settings: Settings, stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Attested:
+    """A chain pool whose ingested readings the oracle attested epoch by epoch, funded once."""
+    deploy(stack_settings)
+    record = create_pool(stack_settings, POOL, "charging_pile", SHARE_BPS)
+    with psycopg.connect(stack_settings.db_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO pools (name, pool_id, device_type, share_bps, token_address)"
+            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (name) DO NOTHING",
+            (POOL, record.pool_id, "charging_pile", SHARE_BPS, record.token),
+        )
+    fleet = ingest_fleet(
+        stack_settings, stack_env, tmp_path_factory.mktemp("pool-ingest"), pool=POOL
+    )
+    ctx = OracleContext.create(
+        stack_settings,
+        OracleSettings(metrics_port=0, receipt_timeout_seconds=30, cutoff_margin_seconds=0),
+    )
+    epochs = 0
+    for _ in range(5):
+        outcome = attest_next(ctx, POOL, force=True)
+        if outcome.status != "confirmed":
+            break
+        epochs += 1
+    assert epochs >= 2, outcome.message
+    funding.fund(ctx, POOL)
+    return Attested(fleet, epochs, ctx)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,62 @@
+"""The dashboard in a real browser: Debian's Chromium driven by Playwright, against the API
+process over the session's stack with an attested, funded pool."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.api.conftest import POOL, Attested
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
+def test_dashboard_shows_devices_chart_and_checks_a_proof(server: str, attested: Attested) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 1400})
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.goto(f"{server}/", wait_until="networkidle")
+
+            expect(page.locator(".card", has_text=POOL)).to_be_visible()
+            page.select_option("#device-pool", POOL)
+            rows = page.locator("#devices tbody tr[data-device]")
+            expect(rows).to_have_count(len(attested.fleet.devices))
+            expect(rows.first).to_contain_text("charging")
+
+            # The income chart of a device with data in range: 90 days back covers the fleet.
+            page.select_option("#chart-range", "90|1d")
+            rows.nth(1).click()
+            expect(page.locator("#chart")).to_have_attribute("data-drawn", "true")
+            canvas = page.locator("#chart canvas")
+            expect(canvas).to_have_count(1)
+            assert canvas.bounding_box()["width"] > 300
+
+            page.select_option("#att-pool", POOL)
+            first = page.locator("#attestations tbody tr").first
+            expect(first).to_contain_text("confirmed")
+            first.locator("button.verify").click()
+            verdict = page.locator("#proof-verdict")
+            expect(verdict).to_have_attribute("data-valid", "true", timeout=20_000)
+            expect(verdict).to_contain_text("Proof valid")
+
+            page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+        finally:
+            browser.close()
+    assert not errors, errors
