@@ -31,17 +31,29 @@ class Artifact:
         }
 
 
-def load_artifact(name: str, build_dir: Path = BUILD_DIR) -> Artifact:
-    """The artifact of contract `name`, compiling first if the build is missing or stale."""
-    from gridshare.core.chain.compile import CONTRACTS_DIR, compile_contracts
+_checked: set[Path] = set()
 
-    if build_dir == BUILD_DIR:
-        compile_contracts(CONTRACTS_DIR, BUILD_DIR)
+
+def load_artifact(name: str, build_dir: Path = BUILD_DIR) -> Artifact:
+    """The artifact of contract `name`.
+
+    The project build is brought up to date once per process where the compiler is installed;
+    elsewhere (a runtime image without node) the artifacts on disk are used as they are.
+    """
+    from gridshare.core.chain.compile import CONTRACTS_DIR, compile_contracts
+    from gridshare.core.chain.toolchain import toolchain_available
+
+    if build_dir == BUILD_DIR and build_dir not in _checked:
+        if toolchain_available():
+            compile_contracts(CONTRACTS_DIR, BUILD_DIR)
+        _checked.add(build_dir)
     path = build_dir / f"{name}.json"
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError as exc:
-        raise GridshareError(f"contract artifact {path} missing; run `gridshare deploy`") from exc
+        raise GridshareError(
+            f"contract artifact {path} missing; run `make setup` or `gridshare deploy`"
+        ) from exc
     return Artifact(name, data["abi"], data["bytecode"], data["deployedBytecode"])
 
 

@@ -41,6 +41,11 @@ def check_node_modules() -> None:
             raise ToolchainError(f"{needed.relative_to(PROJECT_ROOT)} missing; run `make setup`")
 
 
+def toolchain_available() -> bool:
+    """True where node and the pinned npm compiler are installed."""
+    return shutil.which("node") is not None and (PROJECT_ROOT / "node_modules" / "solc").is_dir()
+
+
 def installed_adapter_path() -> Path:
     """Where py-solc-x (and so ape-solidity and slither) look for solc 0.8.28."""
     return Path(solcx.get_solcx_install_folder()) / f"solc-v{SOLC_VERSION}"

@@ -11,12 +11,14 @@ from pathlib import Path
 import pytest
 
 from gridshare.core.chain.accounts import accounts_path, derive_accounts
+from gridshare.core.chain.client import ChainClient
 from gridshare.core.chain.deploy import deploy
-from gridshare.core.chain.deployment import deployment_path, read_deployment
+from gridshare.core.chain.deployment import deployment_path, read_deployment, write_deployment
 from gridshare.core.chain.pools import create_pool, device_key, pool_id, register_devices
 from gridshare.core.errors import NotDeployed, ServiceUnreachable
 from gridshare.core.settings import Settings
-from tests.support import free_port, settings_env
+from tests.contracts.conftest import POOL
+from tests.support import free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -95,7 +97,7 @@ def test_unreachable_chain(tmp_path):
 
 def test_cli_deploy(chain_settings, record):
     """`gridshare deploy` against a deployed chain: a no-op; against no chain: one line."""
-    env = {**settings_env(chain_settings), "PATH": str(Path(sys.executable).parent) + ":/usr/bin"}
+    env = {**chain_settings.as_env(), "PATH": str(Path(sys.executable).parent) + ":/usr/bin"}
     gridshare = str(Path(sys.executable).parent / "gridshare")
     done = subprocess.run(
         [gridshare, "deploy"],
@@ -119,3 +121,25 @@ def test_cli_deploy(chain_settings, record):
     assert failed.returncode != 0
     assert len(failed.stderr.strip().splitlines()) == 1
     assert "GRIDSHARE_RPC_URL" in failed.stderr
+
+
+def test_record_without_code_is_redeployed(chain_settings, client, record, tmp_path):
+    """A record left over from a chain that was reset is replaced, not trusted."""
+    settings = Settings(state_dir=tmp_path / "state", rpc_url=chain_settings.rpc_url)
+    stale = record.model_copy(
+        update={"contracts": {name: "0x" + "ab" * 20 for name in record.contracts}}
+    )
+    write_deployment(settings, stale)
+    result = deploy(settings, ChainClient(settings))
+    assert result.deployed
+    assert set(result.record.contracts.values()).isdisjoint(stale.contracts.values())
+    assert all(client.has_code(a) for a in result.record.contracts.values())
+
+
+def test_lost_pool_record_is_recovered_from_the_chain(chain_settings, client, record, pool):
+    """create_pool finds a pool already registered on-chain instead of deploying a twin."""
+    current = read_deployment(chain_settings)
+    del current.pools[POOL]
+    write_deployment(chain_settings, current)
+    again = create_pool(chain_settings, POOL, "charging_pile", 5_000, client)
+    assert again.token == pool.token
