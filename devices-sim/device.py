@@ -17,8 +17,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from gridshare.core.payloads import STATUS_TOPIC, TELEMETRY_TOPIC, encode_reading, format_ts
-from gridshare.core.signing import sign
+from coincurve import PrivateKey
+
+from gridshare.core.payloads import (
+    STATUS_TOPIC,
+    TELEMETRY_TOPIC,
+    canonical_bytes,
+    encode_reading,
+    format_ts,
+)
+from gridshare.core.signing import eip191_digest, sign
 from gridshare.gateway.identity import DeviceIdentity
 from gridshare.sim.faults import GARBAGE_VARIANTS, FaultPlan
 from gridshare.sim.profiles import Profile, make_profile
@@ -53,6 +61,7 @@ class SimDevice:
     ) -> None:
         self.identity = identity
         self.key = identity.key_bytes
+        self.signer = Signer(self.key)
         self.topic = TELEMETRY_TOPIC.format(device_id=identity.device_id)
         self.status_topic = STATUS_TOPIC.format(device_id=identity.device_id)
         self.rng = random.Random(f"{seed}:{identity.device_id}:profile")
@@ -99,9 +108,9 @@ class SimDevice:
         elif plan.rate("reset") and rng.random() < plan.rate("reset"):
             self._count("reset")
             zeroed = fields | {k: 0 for k in METERS if k in fields}
-            out.append(Outgoing(self.topic, encode_reading(zeroed, self.key), self.seq, "reset"))
+            out.append(Outgoing(self.topic, self.signer.encode(zeroed), self.seq, "reset"))
         else:
-            payload = encode_reading(fields, self.key)
+            payload = self.signer.encode(fields)
             out.append(Outgoing(self.topic, payload, self.seq, "reading"))
             if plan.rate("duplicate") and rng.random() < plan.rate("duplicate"):
                 self._count("duplicate")
@@ -154,6 +163,20 @@ class SimDevice:
 
 
 METERS = ("energy_wh_total", "sessions_total", "revenue_minor_total")
+
+
+class Signer:
+    """`encode_reading` for one key, kept parsed: the canonical bytes with the signature
+    appended as the last member (any key order is valid JSON; ingest re-canonicalises)."""
+
+    def __init__(self, key: bytes) -> None:
+        self._key = PrivateKey(key)
+
+    def encode(self, fields: dict[str, Any]) -> bytes:
+        canonical = canonical_bytes(fields)
+        raw = self._key.sign_recoverable(eip191_digest(canonical), hasher=None)
+        sig = (raw[:64] + bytes([raw[64] + 27])).hex()
+        return canonical[:-1] + b',"sig":"0x' + sig.encode() + b'"}'
 
 
 def garbage(variant: str, fields: dict[str, Any], key: bytes, rng: random.Random) -> bytes:

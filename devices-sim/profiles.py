@@ -1,7 +1,7 @@
 """Physical behaviour of the three device types, stepped through simulated time.
 
 Each profile holds its device's exact (float) meters and integrates them in sub-steps of at
-most a minute, so any reading interval gives the same energy up to the step size; reported
+most two minutes, so any reading interval gives the same energy up to the step size; reported
 meters are the floors of the exact ones and therefore never decrease. Every random draw comes
 from the device's own `random.Random`, so a seed reproduces a fleet exactly.
 
@@ -18,7 +18,7 @@ from typing import Any
 
 from gridshare.core.payloads import DeviceType
 
-STEP_S = 60.0
+STEP_S = 120.0
 HK_UTC_OFFSET_H = 8.0
 HK_LATITUDE = math.radians(22.3)
 HK_LONGITUDE_DEG = 114.17
@@ -139,7 +139,7 @@ class PvPlant(Profile):
         if day != self.day:
             self.day = day
             self.weather = self.rng.choice((1.0, 1.0, 0.85, 0.7, 0.45, 0.25))
-        # AR(1) cloud cover around the day's weather, minute by minute
+        # AR(1) cloud cover around the day's weather, step by step
         self.cloud += 0.15 * (self.weather - self.cloud) + self.rng.gauss(0.0, 0.06)
         self.cloud = min(1.05, max(0.05, self.cloud))
         elevation = solar_elevation(t + dt / 2)
