@@ -6,9 +6,12 @@ decoded against every error declared in the compiled contracts.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import requests
@@ -28,6 +31,7 @@ from gridshare.core.settings import Settings
 T = TypeVar("T")
 RECEIPT_TIMEOUT = 120
 FEE_CACHE_SECONDS = 5.0
+SEND_ATTEMPTS = 10
 
 _nonce_lock = threading.Lock()
 
@@ -91,7 +95,37 @@ class ChainClient:
         """Sign with the local key, send, wait for the receipt; a refusal raises ContractRevert."""
         what = what or _describe(fn)
         address = to_checksum_address(signer.address)
-        with _nonce_lock:
+        for attempt in range(SEND_ATTEMPTS):
+            try:
+                tx, tx_hash = self._sign_and_send(fn, signer, address, what, gas)
+                break
+            except Web3RPCError as exc:
+                # Another process sent with the same key (nonce taken) or the base fee moved
+                # past the cached cap: refresh both and sign again.
+                retriable = any(w in str(exc).lower() for w in ("nonce", "fee", "underpriced"))
+                if not retriable or attempt == SEND_ATTEMPTS - 1:
+                    raise ContractRevert(f"{what}: rejected by the node: {exc}") from exc
+                self._fee_cache = None
+                time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
+        try:
+            receipt = self._rpc(
+                lambda: self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=RECEIPT_TIMEOUT)
+            )
+        except TimeExhausted as exc:
+            raise ContractRevert(f"{what}: no receipt after {RECEIPT_TIMEOUT}s") from exc
+        if receipt["status"] != 1:
+            self._replay_failure(tx, receipt, what)
+        return receipt
+
+    def _sign_and_send(
+        self,
+        fn: ContractFunction | ContractConstructor,
+        signer: ChainAccount,
+        address: str,
+        what: str,
+        gas: int | None,
+    ) -> tuple[dict[str, Any], bytes]:
+        with _nonce_lock, self._signer_lock(address):
             nonce = self._rpc(lambda: self.w3.eth.get_transaction_count(address, "pending"))
             params: dict[str, Any] = {
                 "from": address,
@@ -104,15 +138,16 @@ class ChainClient:
             tx = self._rpc(lambda: fn.build_transaction(params), what=what)
             signed = signer.signer.sign_transaction(tx)
             tx_hash = self._rpc(lambda: self.w3.eth.send_raw_transaction(signed.raw_transaction))
-        try:
-            receipt = self._rpc(
-                lambda: self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=RECEIPT_TIMEOUT)
-            )
-        except TimeExhausted as exc:
-            raise ContractRevert(f"{what}: no receipt after {RECEIPT_TIMEOUT}s") from exc
-        if receipt["status"] != 1:
-            self._replay_failure(tx, receipt, what)
-        return receipt
+        return tx, tx_hash
+
+    @contextlib.contextmanager
+    def _signer_lock(self, address: str) -> Iterator[None]:
+        """Serialise nonce-read-to-send per key across the processes sharing the state dir."""
+        locks = self.settings.state_path / "locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        with open(locks / f"{address.lower()}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
 
     def _fees(self) -> dict[str, int]:
         """EIP-1559 fee caps, refreshed every few seconds (saves two round trips per tx)."""

@@ -44,6 +44,7 @@ def test_token_matches_reference_model(client, record, accounts):
             max_examples=8,
             stateful_step_count=12,
             deadline=None,
+            database=None,
             suppress_health_check=[HealthCheck.too_slow],
         ),
     )
