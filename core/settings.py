@@ -61,6 +61,19 @@ class Settings(BaseSettings):
     def rpc_port(self) -> int:
         return urlsplit(self.rpc_url).port or 8545
 
+    def as_env(self) -> dict[str, str]:
+        """The GRIDSHARE_* variables that make a child process use these settings."""
+        return {
+            "GRIDSHARE_STATE_DIR": str(self.state_path),
+            "GRIDSHARE_DB_URL": self.db_url,
+            "GRIDSHARE_MQTT_URL": self.mqtt_url,
+            "GRIDSHARE_RPC_URL": self.rpc_url,
+            "GRIDSHARE_API_HOST": self.api_host,
+            "GRIDSHARE_API_PORT": str(self.api_port),
+            "GRIDSHARE_INGEST_METRICS_PORT": str(self.ingest_metrics_port),
+            "GRIDSHARE_PERIOD_SECONDS": str(self.period_seconds),
+        }
+
     @property
     def state_path(self) -> Path:
         """The state dir as an absolute path, so child processes may change directory."""

@@ -14,8 +14,11 @@ from gridshare.core import db, stack
 from gridshare.core.broker_auth import BrokerAuth
 from gridshare.core.chain import cli as chain_cli
 from gridshare.core.errors import GridshareError
+from gridshare.core.logs import setup_logging
 from gridshare.core.settings import Settings
 from gridshare.core.stack.mosquitto import render_config
+from gridshare.demo import DemoPlan
+from gridshare.demo import run as run_demo
 from gridshare.gateway import cli as devices_cli
 from gridshare.ingest.cli import ingest
 from gridshare.oracle import cli as oracle_cli
@@ -72,6 +75,16 @@ def stack_broker_config(listen: str = "0.0.0.0:1883") -> None:
     config = auth.dir / "mosquitto.conf"
     config.write_text(render_config(auth, host, int(port), as_root=True))
     console.print(f"broker config: {config}")
+
+
+@app.command("demo")
+def demo(
+    once: bool = typer.Option(False, "--once", help="Exit after printing the summary."),
+    fresh: bool = typer.Option(False, "--fresh", help="Start from an empty state dir."),
+) -> None:
+    """Everything end to end on the local stack, then keep the API up until Ctrl-C."""
+    setup_logging("WARNING")  # the progress display speaks; children log to files
+    run_demo(Settings(), DemoPlan(), once=once, fresh=fresh)
 
 
 @app.command("migrate")

@@ -11,10 +11,10 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
+
 from gridshare.core import db, stack
 from gridshare.core.settings import Settings
-
-from tests.support import settings_env, stack_settings_for
+from tests.support import stack_settings_for
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +32,7 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setting
 @pytest.fixture(scope="session")
 def stack_env(stack_settings: Settings) -> dict[str, str]:
     """os.environ plus the stack's GRIDSHARE_* variables, for subprocesses."""
-    return {**os.environ, **settings_env(stack_settings)}
+    return {**os.environ, **stack_settings.as_env()}
 
 
 @pytest.fixture

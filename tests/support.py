@@ -25,16 +25,3 @@ def stack_settings_for(state_dir: Path) -> Settings:
         api_port=free_port(),
         ingest_metrics_port=free_port(),
     )
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The GRIDSHARE_* variables that make a child `gridshare` process use `settings`."""
-    return {
-        "GRIDSHARE_STATE_DIR": str(settings.state_path),
-        "GRIDSHARE_DB_URL": settings.db_url,
-        "GRIDSHARE_MQTT_URL": settings.mqtt_url,
-        "GRIDSHARE_RPC_URL": settings.rpc_url,
-        "GRIDSHARE_API_PORT": str(settings.api_port),
-        "GRIDSHARE_INGEST_METRICS_PORT": str(settings.ingest_metrics_port),
-        "GRIDSHARE_PERIOD_SECONDS": str(settings.period_seconds),
-    }

@@ -1,0 +1,245 @@
+"""`gridshare demo`: the whole platform end to end on the local stack.
+
+Stack up, deploy, provision one pool per device type, then run the simulator in-process for
+14 simulated days while the real ingest worker, oracle loop (funding every confirmed epoch)
+and API run as child processes; one investor claims; a summary table per pool. Children are
+detached processes with pid files, so an interrupted demo is resumed, not duplicated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from gridshare.core import db, stack
+from gridshare.core.chain.deploy import deploy
+from gridshare.core.chain.pools import pool_id
+from gridshare.core.settings import Settings
+from gridshare.core.stack.process import ManagedProcess
+from gridshare.gateway.identity import load_identities
+from gridshare.gateway.provision import provision
+from gridshare.oracle import funding
+from gridshare.oracle.context import OracleContext
+from gridshare.sim.fleet import Fleet
+
+DAY = 86400
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    """What the demo runs; the defaults are `make demo`'s."""
+
+    pools: int = 3
+    per_pool: int = 50
+    days: int = 14
+    wall_seconds: float = 120.0
+    interval: float = 900.0  # sim seconds between a device's readings (201,600 in 14 days)
+    seed: int = 2026
+    claimer: int = 0  # investor index (accounts.json) who claims at the end
+
+
+class Children:
+    """The platform's long-running commands as detached child processes of the demo."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.run_dir = settings.state_path / "demo"
+        self.processes: dict[str, ManagedProcess] = {}
+
+    def start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
+        process = ManagedProcess(
+            name,
+            pid_file=self.run_dir / f"{name}.pid",
+            log_file=self.settings.state_path / "logs" / f"{name}.log",
+            exe_name="gridshare",
+        )
+        self.processes[name] = process
+        if process.pid() is None:
+            process.start([_gridshare(), *args], env={**self.settings.as_env(), **(env or {})})
+
+    def check(self) -> None:
+        for name, process in self.processes.items():
+            if process.pid() is None:
+                raise RuntimeError(f"demo: `{name}` exited: {process.log_tail()}")
+
+    def stop(self) -> None:
+        """Stop the children, including those a previous, interrupted demo left running."""
+        for pid_file in sorted(self.run_dir.glob("*.pid")):
+            self.processes.setdefault(
+                pid_file.stem,
+                ManagedProcess(
+                    pid_file.stem,
+                    pid_file=pid_file,
+                    log_file=self.settings.state_path / "logs" / f"{pid_file.stem}.log",
+                    exe_name="gridshare",
+                ),
+            )
+        for process in reversed(self.processes.values()):
+            process.stop(timeout=30)
+
+
+def run(settings: Settings, plan: DemoPlan, once: bool, fresh: bool) -> None:
+    """The demo (see module docstring). Stops everything it started on exit."""
+    console = Console()
+    if fresh:
+        Children(settings).stop()
+        stack.down(settings)
+        shutil.rmtree(settings.state_path, ignore_errors=True)
+    with console.status("starting the local stack"):
+        started = stack.up(settings)
+        db.migrate(settings)
+    console.print(
+        "stack: " + ", ".join(f"{n} {'started' if s else 'running'}" for n, s in started.items())
+    )
+    with console.status("compiling and deploying contracts"):
+        deployed = deploy(settings)
+    console.print(f"contracts: {'deployed' if deployed.deployed else 'already deployed'}")
+    with console.status("provisioning devices"):
+        provisioned = provision(settings, pools=plan.pools, per_pool=plan.per_pool)
+    console.print(
+        f"devices: {provisioned.devices_total} in pools {', '.join(provisioned.pools)} "
+        f"({len(provisioned.devices_created)} new)"
+    )
+    children = Children(settings)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        children.start("ingest", ["ingest"])
+        children.start("oracle", ["oracle", "run"], {"GRIDSHARE_ORACLE_AUTO_FUND": "true"})
+        children.start("api", ["api"])
+        _simulate(settings, plan, provisioned.pools, children, console)
+        ctx = OracleContext.create(settings)
+        for pool in provisioned.pools:
+            funding.fund(ctx, pool)
+        claims = {
+            pool: funding.claim(ctx, pool, funding.investor(ctx, str(plan.claimer))).amount
+            for pool in provisioned.pools
+        }
+        console.print(_summary(settings, ctx, provisioned.pools, claims))
+        console.print(f"dashboard and API: http://{settings.api_host}:{settings.api_port}/")
+        if not once:
+            console.print("serving until Ctrl-C")
+            _wait_for_interrupt(children)
+    finally:
+        children.stop()
+        for service in reversed(stack.services(settings)):
+            if started[service.name]:
+                service.down()
+
+
+def _simulate(
+    settings: Settings, plan: DemoPlan, pools: list[str], children: Children, console: Console
+) -> None:
+    """Run the fleet in a thread; show sim time, stored readings and attested epochs until
+    every acknowledged reading is stored and every epoch attested (or a bounded wait ends)."""
+    midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    duration = plan.days * DAY + 900  # a little past the last bound, so the last epoch closes
+    fleet = Fleet(
+        settings,
+        load_identities(settings),
+        seed=plan.seed,
+        speed=duration / plan.wall_seconds,
+        interval=plan.interval,
+        start=midnight - timedelta(days=plan.days),
+    )
+    runner = threading.Thread(target=fleet.run, args=(duration,), name="fleet")
+    progress = Progress(
+        TextColumn("{task.description:<34}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    with progress, db.connect(settings, autocommit=True) as conn:
+        hours = progress.add_task("simulated hours", total=duration // 3600)
+        readings = progress.add_task("readings stored / acknowledged", total=None)
+        epochs = {p: progress.add_task(f"epochs attested {p}", total=plan.days) for p in pools}
+        runner.start()
+        finished_at: float | None = None
+        try:
+            while True:
+                children.check()
+                acked = fleet.stats.acked_readings
+                stored, attested = _progress_figures(conn)
+                elapsed = min(duration, fleet.sim_now() - fleet.start)
+                progress.update(hours, completed=elapsed // 3600)
+                progress.update(readings, completed=stored, total=max(acked, stored))
+                for pool, task in epochs.items():
+                    progress.update(task, completed=attested.get(pool, 0))
+                if not runner.is_alive():
+                    finished_at = finished_at or time.monotonic()
+                    if stored >= acked and all(attested.get(p, 0) >= plan.days for p in pools):
+                        break
+                    if time.monotonic() - finished_at > max(60.0, plan.wall_seconds):
+                        console.print("demo: stopped waiting for the last epochs; see logs/")
+                        break
+                time.sleep(0.5)
+        finally:
+            fleet.stop()
+            runner.join()
+
+
+def _progress_figures(conn) -> tuple[int, dict[str, int]]:  # type: ignore[no-untyped-def]
+    stored = conn.execute("SELECT coalesce(sum(readings), 0) FROM device_state").fetchone()[0]
+    epochs = dict(
+        conn.execute(
+            "SELECT pool, count(*) FROM oracle_epochs WHERE state = 'confirmed' GROUP BY pool"
+        ).fetchall()
+    )
+    return int(stored), {k: int(v) for k, v in epochs.items()}
+
+
+def _summary(
+    settings: Settings, ctx: OracleContext, pools: list[str], claims: dict[str, int]
+) -> Table:
+    table = Table(title="gridshare demo: per pool")
+    for column in ("pool", "devices", "energy kWh", "revenue HKD", "epochs", "funded", "claimed"):
+        table.add_column(column, justify="left" if column == "pool" else "right")
+    with db.connect(settings, autocommit=True) as conn:
+        for pool in pools:
+            devices = conn.execute(
+                "SELECT count(*) FROM devices WHERE pool = %s", (pool,)
+            ).fetchone()[0]
+            epochs, energy, revenue = conn.execute(
+                "SELECT count(*), coalesce(sum(energy_wh), 0), coalesce(sum(revenue_minor), 0) "
+                "FROM oracle_epochs WHERE pool = %s AND state = 'confirmed'",
+                (pool,),
+            ).fetchone()
+            funded = int(ctx.client.call(ctx.registry.functions.funded(pool_id(pool))))
+            table.add_row(
+                pool,
+                str(devices),
+                f"{int(energy) / 1000:,.1f}",
+                f"{int(revenue) / 100:,.2f}",
+                str(epochs),
+                f"{funded / 1e6:,.2f}",
+                f"{claims[pool] / 1e6:,.2f}",
+            )
+    return table
+
+
+def _wait_for_interrupt(children: Children) -> None:
+    with contextlib.suppress(KeyboardInterrupt):
+        while True:
+            children.check()
+            time.sleep(1.0)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM behaves like Ctrl-C: unwind, stopping every process the demo started."""
+    raise KeyboardInterrupt
+
+
+def _gridshare() -> str:
+    local = Path(sys.executable).parent / "gridshare"
+    return str(local) if local.exists() else (shutil.which("gridshare") or "gridshare")
