@@ -37,6 +37,7 @@ contract DeviceRegistry is AccessControl {
 
     function register(bytes32 deviceId, address signer, bytes32 poolId) external onlyRole(OPERATOR_ROLE) {
         _register(deviceId, signer, poolId);
+        ++deviceCount;
     }
 
     /// @notice Register many devices in one transaction (provisioning of large pools).
@@ -48,6 +49,7 @@ contract DeviceRegistry is AccessControl {
         for (uint256 i = 0; i < deviceIds.length; ++i) {
             _register(deviceIds[i], signers[i], poolIds[i]);
         }
+        deviceCount += deviceIds.length;
     }
 
     function rotateKey(bytes32 deviceId, address newSigner) external onlyRole(OPERATOR_ROLE) {
@@ -83,7 +85,6 @@ contract DeviceRegistry is AccessControl {
         if (signer == address(0)) revert ZeroAddress();
         if (_devices[deviceId].signer != address(0)) revert DeviceAlreadyRegistered(deviceId);
         _devices[deviceId] = Device({signer: signer, active: true, poolId: poolId});
-        ++deviceCount;
         emit DeviceRegistered(deviceId, signer, poolId);
     }
 }
