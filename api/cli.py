@@ -43,4 +43,5 @@ def serve(
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=5,
+        timeout_worker_healthcheck=60,  # a worker importing web3 on a busy machine is slow
     )
