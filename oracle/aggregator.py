@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -23,7 +24,7 @@ from gridshare.oracle.context import OracleContext
 from gridshare.oracle.figures import ComputedEpoch, compute_epoch
 from gridshare.oracle.leaves import text_id
 from gridshare.oracle.periods import ensure_grid, to_unix, watermark
-from gridshare.oracle.signer import SignerAnswer
+from gridshare.oracle.signer import OracleSigner, SignerAnswer
 from gridshare.oracle.store import (
     EpochRow,
     EpochState,
@@ -254,9 +255,7 @@ def _ask_signers(ctx: OracleContext, conn: psycopg.Connection, row: EpochRow) ->
     for batch in (first, rest):
         if not batch or len(agreeing) >= ctx.threshold:
             continue
-        with ThreadPoolExecutor(max_workers=len(batch)) as pool:
-            answers = list(pool.map(lambda s: s.sign_epoch(row.pool, row.epoch), batch))
-        for answer in answers:
+        for answer in _answers(ctx, row, batch):
             digest = "0x" + answer.digest.hex() if answer.digest else None
             agrees = answer.signed and digest == row.digest
             record_answer(
@@ -283,6 +282,21 @@ def _ask_signers(ctx: OracleContext, conn: psycopg.Connection, row: EpochRow) ->
                     our_digest=row.digest,
                 )
     return agreeing
+
+
+def _answers(ctx: OracleContext, row: EpochRow, batch: list[OracleSigner]) -> list[SignerAnswer]:
+    """Every signer of the batch in parallel; one that does not answer in time is recorded
+    as failed (its thread is left to finish on its own)."""
+    executor = ThreadPoolExecutor(max_workers=len(batch), thread_name_prefix="signer")
+    futures = [(s, executor.submit(s.sign_epoch, row.pool, row.epoch)) for s in batch]
+    answers = []
+    for signer, future in futures:
+        try:
+            answers.append(future.result(timeout=ctx.oracle.signer_timeout_seconds))
+        except FutureTimeout:
+            answers.append(SignerAnswer(signer.address, None, None, "failed: timed out"))
+    executor.shutdown(wait=False)
+    return answers
 
 
 # ----- submission -----
