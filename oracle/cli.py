@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
+from gridshare.core import db
 from gridshare.core.logs import setup_logging
 from gridshare.core.settings import Settings
 from gridshare.oracle import funding, service
@@ -18,8 +19,10 @@ console = Console()
 
 
 def _context() -> OracleContext:
+    """Settings, logs, and the checked database and chain (one-line errors when down)."""
     settings = Settings()
     setup_logging(settings.log_level)
+    db.connect(settings).close()
     return OracleContext.create(settings)
 
 

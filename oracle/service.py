@@ -32,15 +32,18 @@ def run_round(ctx: OracleContext, stop: threading.Event) -> list[Outcome]:
                 return outcomes
             try:
                 outcome = attest_next(ctx, pool)
+                if outcome.progressed and ctx.oracle.auto_fund:
+                    funding.fund(ctx, pool)
             except GridshareError as exc:
                 log.error("pool step failed", extra={"fields": {"pool": pool, "error": str(exc)}})
+                break
+            except Exception:  # a restarting database or node: the next round resumes
+                log.exception("pool step failed", extra={"fields": {"pool": pool}})
                 break
             outcomes.append(outcome)
             if outcome.status not in ("waiting", "nothing"):
                 fields = {"pool": pool, "status": outcome.status}
                 log.info(outcome.message, extra={"fields": fields})
-            if outcome.progressed and ctx.oracle.auto_fund:
-                funding.fund(ctx, pool)
             if not outcome.progressed:
                 break
     return outcomes
@@ -58,6 +61,9 @@ def run(ctx: OracleContext) -> None:
         extra={"fields": {"threshold": ctx.threshold, "signers": len(ctx.signers)}},
     )
     while not stop.is_set():
-        run_round(ctx, stop)
+        try:
+            run_round(ctx, stop)
+        except Exception:  # listing the pools failed (database down): try again later
+            log.exception("oracle round failed")
         stop.wait(ctx.oracle.poll_seconds)
     log.info("oracle stopped")

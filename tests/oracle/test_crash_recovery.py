@@ -3,8 +3,10 @@ every epoch ends up attested exactly once, with the recorded transaction."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psycopg
@@ -140,3 +142,47 @@ def test_pending_transaction_is_waited_for(
     assert state(db, pool.name, 1) == ("confirmed", tx_hash)
     assert ctx.client.w3.eth.get_transaction_count(ctx.submitter.address) == nonce_before
     assert len(accepted_events(ctx, pool.name, 1)) == 1
+
+
+def test_run_loop_attests_funds_and_stops_on_sigterm(
+    stack_settings: Settings,
+    stack_env: dict[str, str],
+    ctx: OracleContext,
+    db: psycopg.Connection,
+) -> None:
+    pool = make_pool(stack_settings, db, "charging_pile", devices=2)
+    fill(db, pool, 2.05)
+    loop = subprocess.Popen(
+        [GRIDSHARE, "oracle", "run"],
+        env={
+            **stack_env,
+            "GRIDSHARE_ORACLE_AUTO_FUND": "true",
+            "GRIDSHARE_ORACLE_POLL_SECONDS": "0.5",
+            "GRIDSHARE_ORACLE_CUTOFF_MARGIN_SECONDS": "0",
+            "GRIDSHARE_ORACLE_METRICS_PORT": "0",
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            done = db.execute(
+                "SELECT count(*) FROM oracle_epochs WHERE pool = %s AND state = 'confirmed'",
+                (pool.name,),
+            ).fetchone()
+            if done and done[0] == 2:
+                break
+            time.sleep(0.5)
+        pid = text_id(pool.name)
+        while time.monotonic() < deadline and ctx.client.call(ctx.registry.functions.owed(pid)):
+            time.sleep(0.5)
+        assert ctx.client.call(ctx.registry.functions.latestEpoch(pid)) == 2
+        assert ctx.client.call(ctx.registry.functions.owed(pid)) == 0
+        assert ctx.client.call(ctx.registry.functions.funded(pid)) > 0
+    finally:
+        loop.send_signal(signal.SIGTERM)
+        _, stderr = loop.communicate(timeout=60)
+    assert loop.returncode == 0, stderr[-2000:]
+    assert '"msg": "oracle stopped"' in stderr
