@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ from gridshare.oracle.store import (
 
 log = logging.getLogger(__name__)
 CRASH_EXIT_CODE = 75
+MAX_FLUX_RETRIES = 5
+FLUX_PAUSE_SECONDS = 1.0
 
 
 class OracleError(GridshareError):
@@ -205,38 +208,35 @@ def _advance(ctx: OracleContext, conn: psycopg.Connection, row: EpochRow, force:
 
 def _collect_signatures(ctx: OracleContext, conn: psycopg.Connection, row: EpochRow) -> EpochRow:
     """Ask signers (first the threshold, then the rest) until `threshold` agree with the
-    aggregator's digest; recompute once when they do not (data may have been in flux)."""
-    for attempt in range(1, ctx.oracle.sign_attempts + 1):
+    aggregator's digest. On disagreement, recompute with the same data cutoff: readings
+    received before the cutoff may still have been committing (data in flux). A digest that
+    changes on recomputation is flux and is retried (up to MAX_FLUX_RETRIES); a stable one
+    that signers still dispute counts as an attempt, and `sign_attempts` of those flag it."""
+    attempts = flux = 0
+    while True:
         agreeing = _ask_signers(ctx, conn, row)
         if len(agreeing) >= ctx.threshold:
-            chosen = sorted(agreeing, key=lambda a: int(a.signer, 16))[: ctx.threshold]
-            signatures = ordered_signatures((a.signer, a.signature or b"") for a in chosen)
-            transition(
-                conn,
-                row.pool,
-                row.epoch,
-                (EpochState.COMPUTED,),
-                EpochState.SIGNED,
-                signers=[a.signer for a in chosen],
-                signatures=["0x" + s.hex() for s in signatures],
-            )
-            metrics.count(row.pool, EpochState.SIGNED)
-            _log("epoch signed", row.pool, row.epoch, signers=[a.signer for a in chosen])
-            _crash_point(ctx, "signed")
-            signed = load_epoch(conn, row.pool, row.epoch)
-            assert signed is not None
-            return signed
-        if attempt < ctx.oracle.sign_attempts:
-            _log(
-                "signers disagree; recomputing",
-                row.pool,
-                row.epoch,
-                level=logging.WARNING,
-                agreeing=len(agreeing),
-            )
-            row = _save(ctx, conn, _compute(ctx, conn, row.pool, row.epoch), row.forced)
-            if row.state is not EpochState.COMPUTED:
-                return row
+            return _signed(ctx, conn, row, agreeing)
+        attempts += 1
+        if attempts >= ctx.oracle.sign_attempts:
+            break
+        _log(
+            "signers disagree; recomputing",
+            row.pool,
+            row.epoch,
+            level=logging.WARNING,
+            agreeing=len(agreeing),
+        )
+        time.sleep(FLUX_PAUSE_SECONDS)
+        again = _save(
+            ctx, conn, _compute(ctx, conn, row.pool, row.epoch, row.data_cutoff), row.forced
+        )
+        if again.state is not EpochState.COMPUTED:
+            return again
+        if again.digest != row.digest and flux < MAX_FLUX_RETRIES:
+            flux += 1
+            attempts -= 1
+        row = again
     flag = {
         "check": "signers_disagree",
         "detail": f"{len(agreeing)} of {len(ctx.signers)} signers agree, threshold {ctx.threshold}",
@@ -247,6 +247,28 @@ def _collect_signatures(ctx: OracleContext, conn: psycopg.Connection, row: Epoch
     flagged = load_epoch(conn, row.pool, row.epoch)
     assert flagged is not None
     return flagged
+
+
+def _signed(
+    ctx: OracleContext, conn: psycopg.Connection, row: EpochRow, agreeing: list[SignerAnswer]
+) -> EpochRow:
+    chosen = sorted(agreeing, key=lambda a: int(a.signer, 16))[: ctx.threshold]
+    signatures = ordered_signatures((a.signer, a.signature or b"") for a in chosen)
+    transition(
+        conn,
+        row.pool,
+        row.epoch,
+        (EpochState.COMPUTED,),
+        EpochState.SIGNED,
+        signers=[a.signer for a in chosen],
+        signatures=["0x" + s.hex() for s in signatures],
+    )
+    metrics.count(row.pool, EpochState.SIGNED)
+    _log("epoch signed", row.pool, row.epoch, signers=[a.signer for a in chosen])
+    _crash_point(ctx, "signed")
+    signed = load_epoch(conn, row.pool, row.epoch)
+    assert signed is not None
+    return signed
 
 
 def _ask_signers(ctx: OracleContext, conn: psycopg.Connection, row: EpochRow) -> list[SignerAnswer]:

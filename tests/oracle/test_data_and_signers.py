@@ -169,3 +169,21 @@ def test_anomaly_guard_withholds_a_spiked_epoch(
     forced = attest_next(ctx, pool.name, force=True)
     assert forced.status == "confirmed", forced.message
     assert ctx.client.call(ctx.registry.functions.latestEpoch(pid)) == 3
+
+
+def test_a_refusal_by_the_chain_is_decoded_and_flagged(
+    stack_settings: Settings, ctx: OracleContext, db: psycopg.Connection
+) -> None:
+    """The database's share differs from the one registered on-chain: the registry refuses
+    the investor amount, and the flag names the custom error."""
+    pool = make_pool(stack_settings, db, "pv_plant", devices=1, share_bps=2_500)
+    db.execute("UPDATE pools SET share_bps = 3000 WHERE name = %s", (pool.name,))
+    fill(db, pool, 1.05)
+    outcome = attest_next(ctx, pool.name)
+    assert outcome.status == "flagged"
+    row = db.execute(
+        "SELECT flags FROM oracle_epochs WHERE pool = %s AND epoch = 1", (pool.name,)
+    ).fetchone()
+    assert row is not None
+    assert any("InvestorAmountMismatch(" in f["detail"] for f in row[0]), row[0]
+    assert ctx.client.call(ctx.registry.functions.latestEpoch(text_id(pool.name))) == 0
