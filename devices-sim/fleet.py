@@ -88,6 +88,7 @@ class FleetStats:
     reconnects: int = 0
     faults: dict[str, int] = field(default_factory=dict)
     lag_seconds: float = 0.0
+    lag_max_seconds: float = 0.0
     acked_path: str = ""
     stopped_early: bool = False
     per_device: dict[str, DeviceCounts] = field(default_factory=dict)
@@ -230,6 +231,8 @@ class Fleet:
             try:
                 await self._schedule(self.start + duration)
                 await self._finish()
+                if self.progress is not None:
+                    self.progress(self.snapshot())
             finally:
                 for task in background:
                     task.cancel()
@@ -263,7 +266,7 @@ class Fleet:
         """Live counters for a progress display."""
         self._finalize_stats(per_device=False)
         out = self.stats.summary()
-        out["sim_now"] = _iso(self.sim_now())
+        out["sim_now"] = _iso(min(self.sim_now(), self._end))
         out["phase"] = (
             "connecting" if not self._t0 else ("running" if self._generating else "draining")
         )
@@ -453,7 +456,9 @@ class Fleet:
                 if offline and link.state == ONLINE:
                     self._go_away(link, offline, heap)
                 heapq.heappush(heap, (link.device.next_due, READING, id(link), link))
-            self.stats.lag_seconds = round(max(0.0, now - heap[0][0]) if heap else 0.0, 1)
+            lag = round(max(0.0, now - heap[0][0]) if heap else 0.0, 1)
+            self.stats.lag_seconds = lag
+            self.stats.lag_max_seconds = max(self.stats.lag_max_seconds, lag)
             since_check += handled
             if since_check >= 1000:
                 since_check = 0

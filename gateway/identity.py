@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from gridshare.core.payloads import DEVICE_ID_PATTERN, DeviceType
 from gridshare.core.settings import Settings
-from gridshare.core.signing import address_for_key
+from gridshare.core.signing import address_of
 
 
 class DeviceIdentity(BaseModel):
@@ -41,13 +41,13 @@ class DeviceIdentity(BaseModel):
 
 def new_identity(device_id: str, device_type: DeviceType, pool: str) -> DeviceIdentity:
     """A fresh identity: a random secp256k1 key and a random broker password."""
-    key = PrivateKey().secret
+    key = PrivateKey()
     return DeviceIdentity(
         device_id=device_id,
         type=device_type,
         pool=pool,
-        address=address_for_key(key),
-        private_key="0x" + key.hex(),
+        address=address_of(key.public_key),
+        private_key="0x" + key.secret.hex(),
         mqtt_username=device_id,
         mqtt_password=secrets.token_urlsafe(18),
     )
@@ -55,9 +55,9 @@ def new_identity(device_id: str, device_type: DeviceType, pool: str) -> DeviceId
 
 def with_new_key(identity: DeviceIdentity) -> DeviceIdentity:
     """The same device and login with a fresh signing key (key rotation)."""
-    key = PrivateKey().secret
+    key = PrivateKey()
     return identity.model_copy(
-        update={"address": address_for_key(key), "private_key": "0x" + key.hex()}
+        update={"address": address_of(key.public_key), "private_key": "0x" + key.secret.hex()}
     )
 
 
@@ -71,15 +71,25 @@ def identity_path(settings: Settings, device_id: str) -> Path:
 
 def write_identity(settings: Settings, identity: DeviceIdentity, suffix: str = "") -> Path:
     """Write the identity file atomically with mode 0600 (the directory is 0700)."""
+    return write_identities(settings, [identity], suffix)[0]
+
+
+def write_identities(
+    settings: Settings, identities: list[DeviceIdentity], suffix: str = ""
+) -> list[Path]:
+    """Write identity files (`{device_id}.json{suffix}`), each atomically with mode 0600."""
     directory = devices_dir(settings)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    path = identity_path(settings, identity.device_id).with_suffix(".json" + suffix)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(identity.model_dump_json(indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    paths = []
+    for identity in identities:
+        path = directory / f"{identity.device_id}.json{suffix}"
+        tmp = directory / f"{identity.device_id}.json{suffix}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(identity.model_dump_json(indent=2) + "\n")
+        os.replace(tmp, path)
+        paths.append(path)
+    return paths
 
 
 def read_identity(settings: Settings, device_id: str) -> DeviceIdentity | None:

@@ -33,6 +33,7 @@ from gridshare.gateway.identity import (
     new_identity,
     read_identity,
     with_new_key,
+    write_identities,
     write_identity,
 )
 
@@ -249,8 +250,7 @@ def _identities_for(
             device_id = f"{kind.prefix}-{next_number[kind.prefix]:06d}"
             next_number[kind.prefix] += 1
             fresh.append(new_identity(device_id, kind, pool))
-        for identity in fresh:
-            write_identity(settings, identity)
+        write_identities(settings, fresh)
         created += reused + fresh
         everything += reused + fresh
     return everything, created

@@ -1,0 +1,156 @@
+"""Fleet simulator: publish+PUBACK throughput, memory, connect time; provisioning time.
+
+On a private PostgreSQL, Mosquitto and Anvil (free ports, temporary state dir):
+
+- `fleets.{1000,10000}`: ephemeral devices (each its own MQTT connection and login) running
+  as fast as they can (`speed` so high that every reading is due at once): messages published
+  and acknowledged per second after the connect phase, connect time for all devices, peak RSS
+  and CPU seconds per message of the simulator process (each fleet in its own process);
+- `paced_10000`: 10,000 devices on their real schedule (one reading per 300 s of sim time) at
+  a speed that asks for `PACED_RATE` msg/s: whether the simulator keeps up (rate, lag);
+- `provision_10000`: `provision()` of 3 pools x 3,334 devices: keys, database rows and broker
+  logins (one SIGHUP), then the chain step (token per pool, registration in batches).
+
+The machine is shared (2 cores, broker and simulator on it together); `load_average` is
+recorded beside the figures. Prints JSON and writes bench/results/sim.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results" / "sim.json"
+FLEETS = {1_000: 20, 10_000: 4}  # devices: readings each in the saturating run
+PACED_DEVICES, PACED_RATE, PACED_WALL_S = 10_000, 2_000.0, 30.0
+INTERVAL = 300.0
+START = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def child(settings_json: str, devices: int, speed: float, duration: float) -> None:
+    """One fleet run in this process; prints its figures as JSON."""
+    from gridshare.core.settings import Settings
+    from gridshare.gateway.provision import provision_ephemeral
+    from gridshare.sim.fleet import Fleet
+
+    settings = Settings.model_validate_json(settings_json)
+    started = time.monotonic()
+    identities = provision_ephemeral(settings, devices)
+    provisioned = time.monotonic() - started
+    cpu_before = _cpu()
+    fleet = Fleet(settings, identities, seed=1, speed=speed, start=START, resume=False)
+    stats = fleet.run(duration)
+    cpu = _cpu() - cpu_before
+    running = max(1e-9, stats.wall_seconds - stats.connect_seconds)
+    print(
+        json.dumps(
+            {
+                "devices": devices,
+                "ephemeral_provision_seconds": round(provisioned, 2),
+                "connect_seconds": stats.connect_seconds,
+                "connected_peak": stats.connected_peak,
+                "published": stats.published,
+                "acked": stats.acked,
+                "published_msgs_per_s": round(stats.published / running, 1),
+                "acked_msgs_per_s": round(stats.acked / running, 1),
+                "wall_seconds": stats.wall_seconds,
+                "cpu_ms_per_message": round(1000 * cpu / max(1, stats.acked), 3),
+                "rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+                "lag_max_seconds_sim": stats.lag_max_seconds,
+                "connect_failures": stats.connect_failures,
+            }
+        )
+    )
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_child(settings_json: str, devices: int, speed: float, duration: float) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", settings_json, str(devices), str(speed),
+         str(duration)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "GRIDSHARE_LOG_LEVEL": "WARNING"},
+    )  # fmt: skip
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    from gridshare.core import db, stack
+    from gridshare.core.chain.compile import compile_contracts
+    from gridshare.core.chain.deploy import deploy
+    from gridshare.core.logs import setup_logging
+    from gridshare.core.settings import Settings
+    from gridshare.gateway.provision import provision
+
+    setup_logging("WARNING")
+    with tempfile.TemporaryDirectory(prefix="gridshare-bench-sim-") as tmp:
+        settings = Settings(
+            state_dir=Path(tmp) / "state",
+            db_url=f"postgresql://gridshare@127.0.0.1:{free_port()}/gridshare",
+            mqtt_url=f"mqtt://127.0.0.1:{free_port()}",
+            rpc_url=f"http://127.0.0.1:{free_port()}",
+        )
+        stack.up(settings)
+        try:
+            db.migrate(settings)
+            settings_json = settings.model_dump_json()
+            results: dict = {
+                "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "cpus": os.cpu_count(),
+                "load_average_before": [round(x, 2) for x in os.getloadavg()],
+                "fleets": {},
+            }
+            for devices, readings in FLEETS.items():
+                results["fleets"][str(devices)] = run_child(
+                    settings_json, devices, 1e9, readings * INTERVAL
+                )
+                print(json.dumps({str(devices): results["fleets"][str(devices)]}), flush=True)
+            speed = PACED_RATE * INTERVAL / PACED_DEVICES
+            paced = run_child(settings_json, PACED_DEVICES, speed, PACED_WALL_S * speed)
+            paced["offered_msgs_per_s"] = PACED_RATE
+            results["paced_10000"] = paced
+            print(json.dumps({"paced": paced}), flush=True)
+            compile_contracts()
+            deploy(settings)
+            first = provision(settings, pools=3, per_pool=3334, chain=False)
+            started = time.monotonic()
+            second = provision(settings, pools=3, per_pool=3334, chain=True)
+            results["provision_10000"] = {
+                "devices": first.devices_total,
+                "keys_db_broker_seconds": first.seconds,
+                "chain_seconds": round(time.monotonic() - started, 2),
+                "registered_on_chain": second.chain.devices_registered_now,
+            }
+            results["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+        finally:
+            stack.down(settings)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        child(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]))
+    else:
+        main()
