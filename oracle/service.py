@@ -9,7 +9,7 @@ import threading
 from prometheus_client import start_http_server
 
 from gridshare.core import db
-from gridshare.core.errors import GridshareError
+from gridshare.core.errors import ConfigError, GridshareError
 from gridshare.oracle import funding
 from gridshare.oracle.aggregator import Outcome, attest_next
 from gridshare.oracle.context import OracleContext
@@ -55,7 +55,12 @@ def run(ctx: OracleContext) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     if ctx.oracle.metrics_port:
-        start_http_server(ctx.oracle.metrics_port, addr=ctx.settings.api_host)
+        try:
+            start_http_server(ctx.oracle.metrics_port, addr=ctx.settings.api_host)
+        except OSError as exc:
+            raise ConfigError(
+                "GRIDSHARE_ORACLE_METRICS_PORT", f"{ctx.oracle.metrics_port}: {exc.strerror}"
+            ) from exc
     log.info(
         "oracle running",
         extra={"fields": {"threshold": ctx.threshold, "signers": len(ctx.signers)}},
