@@ -25,10 +25,12 @@ from rich.table import Table
 from gridshare.core import db, stack
 from gridshare.core.chain.deploy import deploy
 from gridshare.core.chain.pools import pool_id
+from gridshare.core.errors import GridshareError
 from gridshare.core.settings import Settings
 from gridshare.core.stack.process import ManagedProcess
 from gridshare.gateway.identity import load_identities
 from gridshare.gateway.provision import provision
+from gridshare.ingest.metrics import wait_ready
 from gridshare.oracle import funding
 from gridshare.oracle.context import OracleContext
 from gridshare.sim.fleet import Fleet
@@ -115,6 +117,9 @@ def run(settings: Settings, plan: DemoPlan, once: bool, fresh: bool) -> None:
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         children.start("ingest", ["ingest"])
+        if not wait_ready(settings.ingest_metrics_port, timeout=60):
+            children.check()
+            raise GridshareError("demo: ingest did not subscribe within 60 s; see logs/ingest.log")
         children.start("oracle", ["oracle", "run"], {"GRIDSHARE_ORACLE_AUTO_FUND": "true"})
         children.start("api", ["api"])
         _simulate(settings, plan, provisioned.pools, children, console)

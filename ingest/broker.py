@@ -42,6 +42,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from gridshare.core.broker_auth import INGEST_USER, BrokerAuth
 from gridshare.core.errors import ConfigError, ServiceUnreachable
 from gridshare.core.settings import Settings
+from gridshare.ingest.metrics import SUBSCRIBED
 from gridshare.ingest.validate import Message
 
 SHARE_GROUP = "gridshare-ingest"
@@ -98,6 +99,7 @@ class BrokerLink:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
         self._client.on_unsubscribe = lambda *_: self._unsubscribed.set()
+        self._client.on_subscribe = self._on_subscribe
         self._properties = Properties(PacketTypes.CONNECT)
         self._properties.SessionExpiryInterval = SESSION_EXPIRY
         self._properties.ReceiveMaximum = receive_maximum
@@ -173,7 +175,17 @@ class BrokerLink:
         )
         self._connected.set()
 
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        """Readiness: from here on the broker keeps telemetry for this session."""
+        refused = [str(code) for code in reason_codes if code.is_failure]
+        if refused:
+            log.error("subscription refused", extra={"fields": {"reasons": refused}})
+            return
+        SUBSCRIBED.set(1)
+        log.info("subscribed", extra={"fields": {"subscription": self.telemetry}})
+
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        SUBSCRIBED.set(0)
         log.warning("disconnected from broker", extra={"fields": {"reason": str(reason_code)}})
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:

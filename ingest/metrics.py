@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
+
+import httpx
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from gridshare.core.errors import ConfigError
@@ -28,6 +32,10 @@ LAG_SECONDS = Gauge(
 PENDING = Gauge(
     "gridshare_ingest_pending_messages", "Messages received but not yet committed and acked"
 )
+SUBSCRIBED = Gauge(
+    "gridshare_ingest_subscribed",
+    "1 once the broker confirmed the telemetry subscription (readiness), else 0",
+)
 DB_RETRIES = Counter("gridshare_ingest_db_retries", "Batches retried after a database error")
 
 for _outcome in OUTCOMES:
@@ -44,3 +52,18 @@ def serve(port: int) -> None:
         start_http_server(port, addr="0.0.0.0")
     except OSError as exc:
         raise ConfigError("GRIDSHARE_INGEST_METRICS_PORT", f"{port}: {exc.strerror}") from exc
+
+
+def wait_ready(port: int, timeout: float = 30.0) -> bool:
+    """Poll a worker's metrics until it reports its subscription; False on timeout.
+
+    Until then the broker drops telemetry nobody subscribed to, so whoever starts the first
+    worker and the devices together (the demo, tests) starts the devices after this."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+            if "\ngridshare_ingest_subscribed 1.0" in text:
+                return True
+        time.sleep(0.2)
+    return False
