@@ -119,10 +119,12 @@ a AS (
     WHERE t.time >= %(start)s AND t.time < %(end)s AND t.received_at <= %(cutoff)s
     GROUP BY t.device_id
 )
-SELECT m.device_id, figure_e, figure_r, figure_s, coalesce(a.readings, 0), first_seq, last_seq,
-       LEAST(coalesce(a.up_readings, 0) * %(interval)s, %(period)s),
+SELECT m.device_id, figure_e::bigint, figure_r::bigint, figure_s::bigint,
+       coalesce(a.readings, 0)::bigint, first_seq::bigint, last_seq::bigint,
+       LEAST(coalesce(a.up_readings, 0) * %(interval)s, %(period)s)::bigint,
        (coalesce(a.min_e < start_e, false)::int + coalesce(a.min_r < start_r, false)::int),
-       adjust_e, adjust_r, start_e, end_e, start_r, end_r, start_s, end_s,
+       adjust_e::bigint, adjust_r::bigint, start_e::bigint, end_e::bigint, start_r::bigint,
+       end_r::bigint, start_s::bigint, end_s::bigint,
        CASE WHEN carried AND (adjust_e <> 0 OR adjust_r <> 0) THEN (
            SELECT count(*) FROM telemetry t
            WHERE t.device_id = m.device_id AND t.time < %(start)s
@@ -182,4 +184,4 @@ def device_figures(
     with conn.transaction():
         conn.execute("SET LOCAL jit = off")  # compiling this plan costs more than running it
         rows = conn.execute(PERIOD_SQL, params).fetchall()  # type: ignore[arg-type]
-    return [DeviceFigures(r[0], *(int(x) for x in r[1:])) for r in rows]
+    return [DeviceFigures(*r) for r in rows]
