@@ -6,8 +6,11 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import psycopg
@@ -234,3 +237,25 @@ def test_ephemeral_devices_have_rows_and_logins_but_no_files(
     assert {r[1] for r in rows} == pools
     assert all(not identity_path(stack_settings, i.device_id).exists() for i in identities)
     assert login_accepted(stack_settings, identities[0].mqtt_username, identities[0].mqtt_password)
+
+
+def test_cli_provision_and_rotate_key(provisioned: Settings, stack_env: dict[str, str]) -> None:
+    gridshare = str(Path(sys.executable).with_name("gridshare"))
+    again = subprocess.run(
+        [gridshare, "devices", "provision", "--pools", "3", "--per-pool", "4"],
+        env=stack_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert again.returncode == 0, again.stderr
+    assert "pools: 3 (0 new); devices:" in again.stdout and "(0 new, 0 broker" in again.stdout
+    unknown = subprocess.run(
+        [gridshare, "devices", "rotate-key", "cp-999999"],
+        env=stack_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert unknown.returncode == 1
+    assert unknown.stderr.strip().splitlines()[-1].startswith("gridshare: device cp-999999")
