@@ -17,7 +17,6 @@ of the hour bounds.
 
 from __future__ import annotations
 
-import bisect
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -74,25 +73,35 @@ def interpolate(v0: int, v1: int, t0: datetime, t1: datetime, t: datetime) -> in
     return v0 + (v1 - v0) * (micros(t) - micros(t0)) // span
 
 
+def meters_at(knots: list[Knot], times: list[datetime]) -> list[MeterValue | None]:
+    """The meters at each of the ascending `times` from time-sorted knots (SPEC §7 rule), in
+    one pass over both lists; None where there are no readings at all."""
+    out: list[MeterValue | None] = []
+    i, n = 0, len(knots)
+    for t in times:
+        while i < n and knots[i].time <= t:
+            i += 1
+        # knots[i - 1].time <= t < knots[i].time; several readings at t: the last of them
+        if n == 0:
+            out.append(None)
+        elif i == 0:
+            out.append(MeterValue(knots[0].energy_wh, knots[0].revenue_minor))
+        elif i == n or knots[i - 1].time == t:
+            out.append(MeterValue(knots[i - 1].energy_wh, knots[i - 1].revenue_minor))
+        else:
+            a, b = knots[i - 1], knots[i]
+            out.append(
+                MeterValue(
+                    _between(a.energy_wh, b.energy_wh, a.time, b.time, t),
+                    _between(a.revenue_minor, b.revenue_minor, a.time, b.time, t),
+                )
+            )
+    return out
+
+
 def meter_at(knots: list[Knot], t: datetime) -> MeterValue | None:
-    """The meters at time t from time-sorted knots (SPEC §7 rule); None without readings."""
-    if not knots:
-        return None
-    times = [k.time for k in knots]
-    i = bisect.bisect_left(times, t)
-    if i < len(knots) and knots[i].time == t:
-        # Several readings with the same device time: the last one of them.
-        j = bisect.bisect_right(times, t) - 1
-        return MeterValue(knots[j].energy_wh, knots[j].revenue_minor)
-    if i == 0:
-        return MeterValue(knots[0].energy_wh, knots[0].revenue_minor)
-    if i == len(knots):
-        return MeterValue(knots[-1].energy_wh, knots[-1].revenue_minor)
-    a, b = knots[i - 1], knots[i]
-    return MeterValue(
-        _between(a.energy_wh, b.energy_wh, a.time, b.time, t),
-        _between(a.revenue_minor, b.revenue_minor, a.time, b.time, t),
-    )
+    """The meters at one time (see `meters_at`)."""
+    return meters_at(knots, [t])[0]
 
 
 def _between(v0: int, v1: int, t0: datetime, t1: datetime, t: datetime) -> int:
@@ -273,7 +282,7 @@ async def bucketed(
     edges = bounds(start, end, step)
     knots = await store.knots(conn, device_id, edges, step)
     stats = await store.stats(conn, device_id, start, end, step) if with_stats else {}
-    values = [meter_at(knots, t) for t in edges]
+    values = meters_at(knots, edges)
     out = []
     for i in range(len(edges) - 1):
         a, b = values[i], values[i + 1]

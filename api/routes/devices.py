@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Response
 
 from gridshare.api import pagination
 from gridshare.api.deps import Conn, Context
@@ -111,12 +111,14 @@ async def list_devices(
     summary="A device's current state",
     responses={404: {"description": "unknown device"}},
 )
-async def get_device(conn: Conn, device_id: DeviceId) -> Device:
-    cur = await conn.execute(DEVICE_SQL, (device_id,), prepare=True)
-    row = await cur.fetchone()
+async def get_device(ctx: Context, device_id: DeviceId) -> Response:
+    """The hot path: one prepared query, serialised once by the model (no second pass)."""
+    async with ctx.pool.connection() as conn:
+        cur = await conn.execute(DEVICE_SQL, (device_id,), prepare=True)
+        row = await cur.fetchone()
     if row is None:
         raise not_found("device", device_id)
-    return device_from_row(row)
+    return Response(device_from_row(row).model_dump_json(), media_type="application/json")
 
 
 def window(

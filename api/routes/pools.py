@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
@@ -55,11 +56,9 @@ ATTESTATION_COLUMNS = """
 
 
 async def _pools(ctx: Context, conn: Conn, name: str | None) -> list[Pool]:
-    sql = POOLS_SQL + (" WHERE p.name = %(name)s" if name is not None else "")
-    sql += " ORDER BY p.name"
-    cur = await conn.execute(sql, {"states": list(ATTESTED_STATES), "name": name})
+    rows = await _pool_rows(conn, name)
     pools = []
-    for r in await cur.fetchall():
+    for r in rows:
         figures = await _chain_figures(ctx, r[0])
         revenue = None
         if figures is not None:
@@ -91,6 +90,24 @@ async def _pools(ctx: Context, conn: Conn, name: str | None) -> list[Pool]:
             )
         )
     return pools
+
+
+_row_cache: dict[str | None, tuple[float, list[tuple]]] = {}
+ROW_TTL = 2.0  # seconds: device counts over a large pool are not worth recounting per request
+
+
+async def _pool_rows(conn: Conn, name: str | None) -> list[tuple]:
+    hit = _row_cache.get(name)
+    if hit is not None and hit[0] > time.monotonic():
+        return hit[1]
+    sql = POOLS_SQL + (" WHERE p.name = %(name)s" if name is not None else "")
+    sql += " ORDER BY p.name"
+    cur = await conn.execute(sql, {"states": list(ATTESTED_STATES), "name": name})
+    rows = await cur.fetchall()
+    if len(_row_cache) > 1000:
+        _row_cache.clear()
+    _row_cache[name] = (time.monotonic() + ROW_TTL, rows)
+    return rows
 
 
 async def _chain_figures(ctx: Context, name: str) -> PoolChainFigures | None:
