@@ -25,7 +25,7 @@ from gridshare.oracle.context import OracleContext
 from gridshare.oracle.figures import ComputedEpoch, compute_epoch
 from gridshare.oracle.leaves import text_id
 from gridshare.oracle.periods import ensure_grid, to_unix, watermark
-from gridshare.oracle.signer import OracleSigner, SignerAnswer
+from gridshare.oracle.signer import OracleSigner, Prepared, SignerAnswer
 from gridshare.oracle.store import (
     EpochRow,
     EpochState,
@@ -104,8 +104,52 @@ def _step(ctx: OracleContext, conn: psycopg.Connection, pool: str, force: bool) 
             if mark.at
             else f"{pool}: epoch {epoch} is not closed yet; nothing to do",
         )
-    computed = _compute(ctx, conn, pool, epoch, cutoff)
-    return _advance(ctx, conn, _save(ctx, conn, computed, force), force)
+    return _advance(ctx, conn, _compute_with_signers(ctx, conn, pool, epoch, cutoff, force), force)
+
+
+def _compute_with_signers(
+    ctx: OracleContext,
+    conn: psycopg.Connection,
+    pool: str,
+    epoch: int,
+    cutoff: datetime,
+    force: bool,
+) -> EpochRow:
+    """Compute the epoch while the first `threshold` signers recompute it on their own
+    connections (same cutoff). Nothing is signed until the epoch is stored and has passed the
+    guard; then the signers whose digest matches sign their own results. Without enough
+    agreement the epoch stays `computed` and `_collect_signatures` takes over."""
+    batch = ctx.signers[: ctx.threshold]
+    executor = ThreadPoolExecutor(max_workers=len(batch), thread_name_prefix="signer")
+    futures = [(s, executor.submit(s.prepare, pool, epoch, cutoff)) for s in batch]
+    try:
+        row = _save(ctx, conn, _compute(ctx, conn, pool, epoch, cutoff), force)
+        prepared = []
+        for signer, future in futures:
+            try:
+                prepared.append(future.result(timeout=ctx.oracle.signer_timeout_seconds))
+            except FutureTimeout:
+                prepared.append(Prepared(signer, None, None, "failed: timed out"))
+    finally:
+        executor.shutdown(wait=False)
+    if row.state is not EpochState.COMPUTED:
+        return row  # withheld: nobody signs
+    agreeing = [p for p in prepared if p.digest and "0x" + p.digest.hex() == row.digest]
+    if len(agreeing) < ctx.threshold:
+        return row
+    answers = [p.sign() for p in agreeing]
+    for answer in answers:
+        record_answer(
+            conn,
+            pool,
+            epoch,
+            answer.signer,
+            row.digest,
+            "0x" + answer.signature.hex() if answer.signature else None,
+            True,
+            answer.detail,
+        )
+    return _signed(ctx, conn, row, answers)
 
 
 def _cutoff(ctx: OracleContext, conn: psycopg.Connection) -> datetime:

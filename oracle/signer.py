@@ -10,11 +10,12 @@ read through its own database URL (`GRIDSHARE_ORACLE_SIGNER_DB_URLS`), e.g. a re
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import psycopg
 
 from gridshare.core.chain.accounts import ChainAccount
-from gridshare.core.chain.attestation import sign_attestation
+from gridshare.core.chain.attestation import Attestation, sign_attestation
 from gridshare.oracle.figures import compute_epoch
 from gridshare.oracle.periods import load_grid, watermark
 from gridshare.oracle.settings import OracleSettings
@@ -50,26 +51,51 @@ class OracleSigner:
         return self.account.address
 
     def sign_epoch(self, pool: str, epoch: int) -> SignerAnswer:
-        """Recompute `epoch` of `pool` and sign it, or say why not."""
+        """Recompute `epoch` of `pool` (with the data cutoff recorded for it) and sign it."""
+        return self.prepare(pool, epoch).sign()
+
+    def prepare(self, pool: str, epoch: int, cutoff: datetime | None = None) -> Prepared:
+        """Recompute `epoch` of `pool` without signing yet: the aggregator first checks that
+        enough signers agree and that the anomaly guard lets the epoch through, then asks
+        each to `sign()` what it computed itself. `cutoff` is which readings count (received
+        by then); by default the one recorded for the epoch."""
         try:
             with psycopg.connect(self.db_url, autocommit=True, connect_timeout=5) as conn:
-                return self._sign(conn, pool, epoch)
+                return self._prepare(conn, pool, epoch, cutoff)
         except (psycopg.Error, LookupError, ValueError) as exc:
-            return SignerAnswer(self.address, None, None, f"failed: {exc}".splitlines()[0])
+            return Prepared(self, None, None, f"failed: {exc}".splitlines()[0])
 
-    def _sign(self, conn: psycopg.Connection, pool: str, epoch: int) -> SignerAnswer:
+    def _prepare(
+        self, conn: psycopg.Connection, pool: str, epoch: int, cutoff: datetime | None
+    ) -> Prepared:
         grid = load_grid(conn, pool)
-        cutoff = data_cutoff_of(conn, pool, epoch)
+        cutoff = cutoff or data_cutoff_of(conn, pool, epoch)
         if grid is None or cutoff is None:
-            return SignerAnswer(self.address, None, None, "refused: epoch not found")
+            return Prepared(self, None, None, "refused: epoch not found")
         _, end = grid.bounds(epoch)
         mark = watermark(conn, pool, self.settings.silent_allowance_seconds, cutoff)
         if mark.at is None or mark.at < end:
-            return SignerAnswer(self.address, None, None, "refused: period not closed")
+            return Prepared(self, None, None, "refused: period not closed")
         prev_cutoff = data_cutoff_of(conn, pool, epoch - 1) if epoch > 1 else None
         computed = compute_epoch(conn, grid, epoch, cutoff, prev_cutoff, self.settings)
         digest = computed.attestation.digest(self.chain_id, self.registry)
+        return Prepared(self, computed.attestation, digest, "computed")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A signer's own computation of an epoch, not signed yet."""
+
+    signer: OracleSigner
+    attestation: Attestation | None
+    digest: bytes | None
+    detail: str
+
+    def sign(self) -> SignerAnswer:
+        """Sign what this signer computed (nothing else can be signed through it)."""
+        if self.attestation is None:
+            return SignerAnswer(self.signer.address, self.digest, None, self.detail)
         _, signature = sign_attestation(
-            computed.attestation, self.account, self.chain_id, self.registry
+            self.attestation, self.signer.account, self.signer.chain_id, self.signer.registry
         )
-        return SignerAnswer(self.address, digest, signature, "signed")
+        return SignerAnswer(self.signer.address, self.digest, signature, "signed")
