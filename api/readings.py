@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from psycopg import AsyncConnection
 
@@ -34,9 +34,9 @@ BUCKETS: dict[str, timedelta] = {
 MAX_POINTS = 2000
 
 
-@dataclass(frozen=True, order=True)
-class Knot:
-    """One stored reading's meters: the points the meter curve is interpolated between."""
+class Knot(NamedTuple):
+    """One stored reading's meters: the points the meter curve is interpolated between
+    (a tuple: thousands are sorted per request)."""
 
     time: datetime
     energy_wh: int
@@ -147,7 +147,7 @@ class ReadingStore(Protocol):
 
 
 def _knots(rows: list[tuple]) -> list[Knot]:
-    return sorted({Knot(r[0], int(r[1]), int(r[2])) for r in rows if r[0] is not None})
+    return [Knot(*r) for r in sorted({r for r in rows if r[0] is not None})]
 
 
 class RawReadings:

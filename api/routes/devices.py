@@ -178,7 +178,7 @@ async def telemetry(
     start: Start = None,
     end: End = None,
     bucket: Bucket = "1h",
-) -> TelemetrySeries:
+) -> Response:
     """Energy and revenue per bucket are meter differences at the bucket bounds (the oracle's
     rule, SPEC §7); power and state of charge are averages of the readings in the bucket."""
     lo, hi, step = window(start, end, bucket)
@@ -197,7 +197,8 @@ async def telemetry(
         )
         for b in buckets
     ]
-    return TelemetrySeries(device_id=device_id, bucket=bucket, start=lo, end=hi, points=points)
+    series = TelemetrySeries(device_id=device_id, bucket=bucket, start=lo, end=hi, points=points)
+    return Response(series.model_dump_json(), media_type="application/json")
 
 
 @router.get(
@@ -213,14 +214,14 @@ async def income(
     start: Start = None,
     end: End = None,
     bucket: Bucket = "1h",
-) -> IncomeSeries:
+) -> Response:
     """Revenue meter differences at the bucket bounds: buckets inside a settlement period add
     up exactly to the device's figure in that period's attestation."""
     lo, hi, step = window(start, end, bucket)
     await _known(conn, device_id)
     buckets = await bucketed(ctx.store, conn, device_id, lo, hi, step, with_stats=False)
     points = [IncomePoint(start=b.start, end=b.end, revenue_minor=b.revenue_minor) for b in buckets]
-    return IncomeSeries(
+    series = IncomeSeries(
         device_id=device_id,
         bucket=bucket,
         start=lo,
@@ -229,3 +230,4 @@ async def income(
         total_minor=sum(p.revenue_minor for p in points),
         points=points,
     )
+    return Response(series.model_dump_json(), media_type="application/json")
