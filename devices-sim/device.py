@@ -28,7 +28,7 @@ from gridshare.core.payloads import (
 )
 from gridshare.core.signing import eip191_digest, sign
 from gridshare.gateway.identity import DeviceIdentity
-from gridshare.sim.faults import GARBAGE_VARIANTS, FaultPlan
+from gridshare.sim.faults import FAULTS, GARBAGE_VARIANTS, FaultPlan
 from gridshare.sim.profiles import Profile, make_profile
 
 ONLINE = b"online"
@@ -58,6 +58,7 @@ class SimDevice:
         interval: float,
         faults: FaultPlan,
         jitter: float = 0.1,
+        fault_totals: dict[str, int] | None = None,
     ) -> None:
         self.identity = identity
         self.key = identity.key_bytes
@@ -76,6 +77,8 @@ class SimDevice:
         self.skewed_readings = 0
         self.held: list[Outgoing] = []
         self.fault_counts: dict[str, int] = {}
+        self.fault_totals = fault_totals if fault_totals is not None else {}
+        self.p = {name: faults.rate(name) for name in FAULTS}
 
     def resume(self, seq: int, energy_wh: int, revenue_minor: int, sessions: int) -> None:
         """Continue a previous run's sequence numbers and meters."""
@@ -90,38 +93,38 @@ class SimDevice:
         self.next_due = t + self.interval * self.rng.uniform(1 - self.jitter, 1 + self.jitter)
         self.profile.advance(t)
         self.seq += 1
-        rng, plan = self.fault_rng, self.faults
-        if plan.rate("skew") and rng.random() < plan.rate("skew"):
+        rng, p = self.fault_rng, self.p
+        if p["skew"] and rng.random() < p["skew"]:
             self._count("skew")
             self.clock_offset = rng.choice((-1, 1)) * rng.uniform(60.0, 3600.0)
             self.skewed_readings = rng.randint(1, 12)
         fields = self.fields(t + self._clock())
         out: list[Outgoing] = []
-        if plan.rate("garbage") and rng.random() < plan.rate("garbage"):
+        if p["garbage"] and rng.random() < p["garbage"]:
             variant = rng.choice(GARBAGE_VARIANTS)
             self._count("garbage")
             out.append(Outgoing(self.topic, garbage(variant, fields, self.key, rng), self.seq,
                                 f"garbage:{variant}"))  # fmt: skip
-        if plan.rate("badsig") and rng.random() < plan.rate("badsig"):
+        if p["badsig"] and rng.random() < p["badsig"]:
             self._count("badsig")
             out.append(Outgoing(self.topic, bad_signature(fields, rng), self.seq, "badsig"))
-        elif plan.rate("reset") and rng.random() < plan.rate("reset"):
+        elif p["reset"] and rng.random() < p["reset"]:
             self._count("reset")
             zeroed = fields | {k: 0 for k in METERS if k in fields}
             out.append(Outgoing(self.topic, self.signer.encode(zeroed), self.seq, "reset"))
         else:
             payload = self.signer.encode(fields)
             out.append(Outgoing(self.topic, payload, self.seq, "reading"))
-            if plan.rate("duplicate") and rng.random() < plan.rate("duplicate"):
+            if p["duplicate"] and rng.random() < p["duplicate"]:
                 self._count("duplicate")
                 out.append(Outgoing(self.topic, payload, self.seq, "duplicate"))
-        if plan.rate("reorder") and rng.random() < plan.rate("reorder") and not self.held:
+        if p["reorder"] and rng.random() < p["reorder"] and not self.held:
             self._count("reorder")
             self.held, out = out, []
         elif self.held:
             out, self.held = out + self.held, []
         offline = 0.0
-        if plan.rate("disconnect") and rng.random() < plan.rate("disconnect"):
+        if p["disconnect"] and rng.random() < p["disconnect"]:
             self._count("disconnect")
             offline = self.interval * rng.uniform(2.0, 12.0)
         return out, offline
@@ -160,6 +163,7 @@ class SimDevice:
 
     def _count(self, fault: str) -> None:
         self.fault_counts[fault] = self.fault_counts.get(fault, 0) + 1
+        self.fault_totals[fault] = self.fault_totals.get(fault, 0) + 1
 
 
 METERS = ("energy_wh_total", "sessions_total", "revenue_minor_total")

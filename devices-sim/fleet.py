@@ -28,7 +28,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -95,8 +95,9 @@ class FleetStats:
 
     def summary(self) -> dict[str, Any]:
         """Everything but the per-device table (for logs and JSON)."""
-        out = asdict(self)
-        out.pop("per_device")
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "per_device"}
+        out["faults"] = dict(self.faults)
+        out["refused_reasons"] = dict(self.refused_reasons)
         return out
 
 
@@ -170,10 +171,16 @@ class Fleet:
         self.checkpoint_path = settings.state_path / "sim" / "checkpoint.json"
         checkpoint = self._read_checkpoint() if resume else {}
         self.start = _start_time(start, checkpoint, self.identities)
+        self._fault_totals: dict[str, int] = {}
         self.links = [
-            Link(SimDevice(identity, seed, self.start, interval, self.faults, jitter))
+            Link(
+                SimDevice(
+                    identity, seed, self.start, interval, self.faults, jitter, self._fault_totals
+                )
+            )
             for identity in self.identities
         ]
+        self._online = 0
         for link in self.links:
             saved = checkpoint.get(link.device.identity.device_id)
             if saved:
@@ -320,7 +327,7 @@ class Fleet:
             link.state = OFFLINE
             self._retry_later(link, exc)
             return
-        link.state = ONLINE
+        self._set_state(link, ONLINE)
         link.retries = 0
         self.stats.connects += 1
         link.outbox.appendleft(status_message(link.device, online=True))
@@ -357,7 +364,7 @@ class Fleet:
         link.conn = None
         self._requeue(link)
         if link.state == ONLINE:
-            link.state = OFFLINE
+            self._set_state(link, OFFLINE)
             self.stats.reconnects += 1
             self._retry_later(link, exc)
 
@@ -380,7 +387,7 @@ class Fleet:
         """A disconnect fault: drop the connection as a network failure would."""
         conn = link.conn
         link.conn = None
-        link.state = AWAY
+        self._set_state(link, AWAY)
         self._requeue(link)
         if conn is not None:
             conn.drop()
@@ -393,7 +400,7 @@ class Fleet:
         if conn is None or link.state != ONLINE:
             return
         limit = min(self.window, conn.receive_maximum)
-        outbox, inflight, counts = link.outbox, link.inflight, link.counts
+        outbox, inflight, counts, stats = link.outbox, link.inflight, link.counts, self.stats
         while outbox and len(inflight) < limit:
             message = outbox.popleft()
             packet_id = link.packet_id()
@@ -401,6 +408,7 @@ class Fleet:
             conn.publish(message.topic, message.payload, packet_id, message.retain)
             if message.kind != "status":
                 counts.published += 1
+                stats.published += 1
 
     def _on_puback(self, conn: MqttConnection, packet_id: int, reason: int) -> None:
         link = self._link_of(conn)
@@ -410,26 +418,33 @@ class Fleet:
         if message is None:
             return
         if message.kind != "status":
+            counts, stats = link.counts, self.stats
             if reason < 0x80:
-                link.counts.acked += 1
+                counts.acked += 1
+                stats.acked += 1
                 if message.kind == "reading":
-                    link.counts.acked_readings += 1
+                    counts.acked_readings += 1
+                    stats.acked_readings += 1
                 self._acked_file.write(
                     f"{link.device.identity.device_id}\t{message.seq}\t{message.kind}\n"
                 )
             else:
-                link.counts.refused += 1
+                counts.refused += 1
+                stats.refused += 1
                 self._refused[f"0x{reason:02x}"] += 1
         self._pump(link)
 
     def _enqueue(self, link: Link, messages: list[Outgoing]) -> None:
         link.outbox.extend(messages)
-        link.counts.generated += sum(1 for m in messages if m.kind != "status")
+        generated = sum(1 for m in messages if m.kind != "status")
+        link.counts.generated += generated
+        self.stats.generated += generated
         overflow = len(link.outbox) - MAX_BUFFER
         if overflow > 0 and link.state != ONLINE:
             for _ in range(overflow):
                 link.outbox.popleft()
             link.counts.dropped += overflow
+            self.stats.dropped += overflow
         self._pump(link)
 
     # ----- the schedule -----
@@ -480,7 +495,11 @@ class Fleet:
         """Pause generation while connected devices hold more than `max_backlog` unsent
         messages (devices that cannot publish buffer without limit up to MAX_BUFFER)."""
         assert self._stop is not None
+        stats = self.stats
         while not self._stop.is_set():
+            unfinished = stats.generated - stats.acked - stats.refused - stats.dropped
+            if unfinished <= self.max_backlog:
+                return
             backlog = sum(len(link.outbox) for link in self.links if link.state == ONLINE)
             if backlog <= self.max_backlog:
                 return
@@ -518,7 +537,7 @@ class Fleet:
             link.conn = None
             if link.state == ONLINE:
                 self._requeue(link)
-            link.state = OFFLINE
+            self._set_state(link, OFFLINE)
             if conn is not None:
                 conn.disconnect()
         for task in list(self._tasks):
@@ -546,32 +565,22 @@ class Fleet:
                 self.progress(snapshot)
 
     def _finalize_stats(self, per_device: bool = True) -> None:
+        """Bring the derived figures up to date (the counters are kept as events happen)."""
         stats = self.stats
-        totals: Counter[str] = Counter()
-        faults: Counter[str] = Counter()
-        connected = 0
-        for link in self.links:
-            counts = link.counts
-            totals["generated"] += counts.generated
-            totals["published"] += counts.published
-            totals["acked"] += counts.acked
-            totals["acked_readings"] += counts.acked_readings
-            totals["refused"] += counts.refused
-            totals["dropped"] += counts.dropped
-            totals["in_flight"] += len(link.inflight)
-            totals["buffered"] += len(link.outbox)
-            connected += link.state == ONLINE
-            faults.update(link.device.fault_counts)
-        for name, value in totals.items():
-            setattr(stats, name, value)
-        stats.online = connected
-        stats.connected_peak = max(stats.connected_peak, connected)
-        stats.faults = dict(faults)
+        stats.in_flight = sum(len(link.inflight) for link in self.links)
+        stats.buffered = sum(len(link.outbox) for link in self.links)
+        stats.online = self._online
+        stats.connected_peak = max(stats.connected_peak, self._online)
+        stats.faults = dict(self._fault_totals)
         stats.refused_reasons = dict(self._refused)
         stats.sim_end = _iso(min(self.sim_now(), self._end))
         stats.wall_seconds = round(time.monotonic() - self._wall0, 3) if self._wall0 else 0.0
         if per_device:
             stats.per_device = {link.device.identity.device_id: link.counts for link in self.links}
+
+    def _set_state(self, link: Link, state: str) -> None:
+        self._online += (state == ONLINE) - (link.state == ONLINE)
+        link.state = state
 
     def _install_signal_handlers(self) -> list[int]:
         if threading.current_thread() is not threading.main_thread():

@@ -259,16 +259,21 @@ class SwapCabinet(Profile):
                 self.sessions += 1
                 self.revenue_minor += SWAP_FEE_MINOR
                 self.swapped_at = t
-        power = 0.0
-        for index, soc in enumerate(self.slots):
+        slots, capacity, hours = self.slots, self.battery_wh, dt / 3600.0
+        charged = 0.0
+        for index, soc in enumerate(slots):
             if soc >= 1.0:
                 continue
-            slot_power = self.slot_power_w * (1.0 if soc < 0.9 else max(0.15, (1.0 - soc) * 10))
-            energy = min(slot_power * dt / 3600.0, (1.0 - soc) * self.battery_wh)
-            self.slots[index] = min(1.0, soc + energy / self.battery_wh)
-            power += energy * 3600.0 / dt
-            self.energy_wh += energy
-        self.power_w = power
+            taper = 1.0 if soc < 0.9 else ((1.0 - soc) * 10 if soc < 0.985 else 0.15)
+            energy = self.slot_power_w * taper * hours
+            room = (1.0 - soc) * capacity
+            if energy >= room:
+                energy, slots[index] = room, 1.0
+            else:
+                slots[index] = soc + energy / capacity
+            charged += energy
+        self.energy_wh += charged
+        self.power_w = charged / hours
 
     def _status(self) -> str:
         if self.t - self.swapped_at <= STEP_S:
