@@ -115,29 +115,20 @@ def _compute_with_signers(
     cutoff: datetime,
     force: bool,
 ) -> EpochRow:
-    """Compute the epoch while the first `threshold` signers recompute it on their own
-    connections (same cutoff). Nothing is signed until the epoch is stored and has passed the
-    guard; then the signers whose digest matches sign their own results. Without enough
-    agreement the epoch stays `computed` and `_collect_signatures` takes over."""
-    batch = ctx.signers[: ctx.threshold]
-    executor = ThreadPoolExecutor(max_workers=len(batch), thread_name_prefix="signer")
-    futures = [(s, executor.submit(s.prepare, pool, epoch, cutoff)) for s in batch]
-    try:
-        row = _save(ctx, conn, _compute(ctx, conn, pool, epoch, cutoff), force)
-        prepared = []
-        for signer, future in futures:
-            try:
-                prepared.append(future.result(timeout=ctx.oracle.signer_timeout_seconds))
-            except FutureTimeout:
-                prepared.append(Prepared(signer, None, None, "failed: timed out"))
-    finally:
-        executor.shutdown(wait=False)
-    if row.state is not EpochState.COMPUTED:
-        return row  # withheld: nobody signs
-    agreeing = [p for p in prepared if p.digest and "0x" + p.digest.hex() == row.digest]
-    if len(agreeing) < ctx.threshold:
-        return row
-    answers = [p.sign() for p in agreeing]
+    """The first `threshold` signers compute the epoch in parallel, each on its own
+    connection with the same cutoff. If they all agree, their common result is stored as the
+    epoch (the aggregator is no signer: a computation of its own would add nothing to what
+    `threshold` independent ones establish) and, once it has passed the guard, each signs
+    what it computed itself. Nothing is signed before that. Otherwise the aggregator computes
+    the epoch itself and `_collect_signatures` takes over."""
+    prepared = _prepare(ctx, ctx.signers[: ctx.threshold], pool, epoch, cutoff)
+    digests = {p.digest for p in prepared}
+    common = prepared[0].computed if len(digests) == 1 and None not in digests else None
+    computed = common or _compute(ctx, conn, pool, epoch, cutoff)
+    row = _save(ctx, conn, computed, force)
+    if common is None or row.state is not EpochState.COMPUTED:
+        return row  # disagreement: ask again below; withheld: nobody signs
+    answers = [p.sign() for p in prepared]
     for answer in answers:
         record_answer(
             conn,
@@ -150,6 +141,21 @@ def _compute_with_signers(
             answer.detail,
         )
     return _signed(ctx, conn, row, answers)
+
+
+def _prepare(
+    ctx: OracleContext, batch: list[OracleSigner], pool: str, epoch: int, cutoff: datetime
+) -> list[Prepared]:
+    executor = ThreadPoolExecutor(max_workers=len(batch), thread_name_prefix="signer")
+    futures = [(s, executor.submit(s.prepare, pool, epoch, cutoff)) for s in batch]
+    prepared = []
+    for signer, future in futures:
+        try:
+            prepared.append(future.result(timeout=ctx.oracle.signer_timeout_seconds))
+        except FutureTimeout:
+            prepared.append(Prepared(signer, None, None, "failed: timed out"))
+    executor.shutdown(wait=False)
+    return prepared
 
 
 def _cutoff(ctx: OracleContext, conn: psycopg.Connection) -> datetime:

@@ -15,8 +15,8 @@ from datetime import datetime
 import psycopg
 
 from gridshare.core.chain.accounts import ChainAccount
-from gridshare.core.chain.attestation import Attestation, sign_attestation
-from gridshare.oracle.figures import compute_epoch
+from gridshare.core.chain.attestation import sign_attestation
+from gridshare.oracle.figures import ComputedEpoch, compute_epoch
 from gridshare.oracle.periods import load_grid, watermark
 from gridshare.oracle.settings import OracleSettings
 from gridshare.oracle.store import data_cutoff_of
@@ -79,7 +79,7 @@ class OracleSigner:
         prev_cutoff = data_cutoff_of(conn, pool, epoch - 1) if epoch > 1 else None
         computed = compute_epoch(conn, grid, epoch, cutoff, prev_cutoff, self.settings)
         digest = computed.attestation.digest(self.chain_id, self.registry)
-        return Prepared(self, computed.attestation, digest, "computed")
+        return Prepared(self, computed, digest, "computed")
 
 
 @dataclass(frozen=True)
@@ -87,15 +87,18 @@ class Prepared:
     """A signer's own computation of an epoch, not signed yet."""
 
     signer: OracleSigner
-    attestation: Attestation | None
+    computed: ComputedEpoch | None
     digest: bytes | None
     detail: str
 
     def sign(self) -> SignerAnswer:
         """Sign what this signer computed (nothing else can be signed through it)."""
-        if self.attestation is None:
+        if self.computed is None:
             return SignerAnswer(self.signer.address, self.digest, None, self.detail)
         _, signature = sign_attestation(
-            self.attestation, self.signer.account, self.signer.chain_id, self.signer.registry
+            self.computed.attestation,
+            self.signer.account,
+            self.signer.chain_id,
+            self.signer.registry,
         )
         return SignerAnswer(self.signer.address, self.digest, signature, "signed")
