@@ -33,11 +33,9 @@ def reading_store(flavor: Flavor) -> ReadingStore:
 
 
 async def open_context(settings: Settings, stream_window: float = 0.25) -> ApiContext:
+    with db.connect(settings) as conn:  # once, at start-up
+        flavor = db.schema_flavor(conn) or Flavor.POSTGRES
     pool = await db.async_pool(settings)
-    async with pool.connection() as conn:
-        cur = await conn.execute("SELECT flavor FROM schema_migrations ORDER BY version LIMIT 1")
-        row = await cur.fetchone()
-    flavor = Flavor(row[0]) if row else Flavor.POSTGRES
     hub = StreamHub(settings.db_url, pool, window=stream_window)
     hub.start()
     return ApiContext(
