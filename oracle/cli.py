@@ -39,7 +39,7 @@ def attest(
 ) -> None:
     """Attest the pool's next closed epoch once; exit 0 when there is nothing to do."""
     outcome = attest_next(_context(), pool, force=force)
-    console.print(outcome.message, highlight=False)
+    console.print(outcome.message, highlight=False, soft_wrap=True)
     if outcome.status in ("withheld", "flagged"):
         raise typer.Exit(2)
 
@@ -49,10 +49,12 @@ def fund(pool: str = typer.Option(..., "--pool", help="Pool name.")) -> None:
     """Pay the pool's investors everything attested and not yet funded."""
     paid = funding.fund(_context(), pool)
     if paid.amount == 0:
-        console.print(f"{pool}: nothing owed", highlight=False)
+        console.print(f"{pool}: nothing owed", highlight=False, soft_wrap=True)
         return
     minted = f" (minted {paid.minted} to the operator first)" if paid.minted else ""
-    console.print(f"{pool}: funded {paid.amount} units in tx {paid.tx_hash}{minted}")
+    console.print(
+        f"{pool}: funded {paid.amount} units in tx {paid.tx_hash}{minted}", soft_wrap=True
+    )
 
 
 @investor_app.command("claim")
@@ -65,6 +67,9 @@ def claim(
     holder = funding.investor(ctx, account)
     paid = funding.claim(ctx, pool, holder)
     if paid.amount == 0:
-        console.print(f"{pool}: nothing to claim for {holder.address}", highlight=False)
+        console.print(f"{pool}: nothing to claim for {holder.address}", soft_wrap=True)
         return
-    console.print(f"{pool}: {holder.address} claimed {paid.amount} units in tx {paid.tx_hash}")
+    console.print(
+        f"{pool}: {holder.address} claimed {paid.amount} units in tx {paid.tx_hash}",
+        soft_wrap=True,
+    )
