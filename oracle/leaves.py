@@ -13,6 +13,7 @@ registry's `verifyLeaf` expects. The field list is part of the public interface:
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 
 from sha3 import keccak_256
@@ -54,6 +55,10 @@ LEAF_NAMES: tuple[str, ...] = (
 )
 
 _id_cache: dict[str, bytes] = {}
+# 13 words: bytes32, uint64, bytes32, 8 x uint (as 24 zero bytes + 64 bits), 2 x int256
+# (24 sign bytes + 64 bits)
+_FAST = struct.Struct(">32s24xQ32s" + "24xQ" * 8 + "24sq24sq")
+_SIGN = (b"\x00" * 24, b"\xff" * 24)
 
 
 def text_id(name: str) -> bytes:
@@ -103,7 +108,39 @@ class DeviceLeaf:
         )
 
     def signing_bytes(self) -> bytes:
-        """abi.encode of the fields."""
+        """abi.encode of the fields (one struct.pack when every value fits 64 bits, as in
+        practice; the general path otherwise)."""
+        u64 = (
+            self.epoch,
+            self.energy_wh,
+            self.revenue_minor,
+            self.sessions,
+            self.readings,
+            self.first_seq,
+            self.last_seq,
+            self.uptime_seconds,
+            self.meter_resets,
+        )
+        adjustments = (self.adjustment_energy_wh, self.adjustment_revenue_minor)
+        small = all(0 <= v < 1 << 64 for v in u64) and all(
+            -(1 << 63) <= v < 1 << 63 for v in adjustments
+        )
+        narrow = (
+            self.readings < 1 << 32
+            and self.uptime_seconds < 1 << 32
+            and self.meter_resets < 1 << 32
+        )
+        if small and narrow:
+            return _FAST.pack(
+                text_id(self.pool),
+                self.epoch,
+                text_id(self.device_id),
+                *u64[1:],
+                _SIGN[adjustments[0] < 0],
+                adjustments[0],
+                _SIGN[adjustments[1] < 0],
+                adjustments[1],
+            )
         return b"".join(
             (
                 text_id(self.pool),
