@@ -102,8 +102,8 @@ function poolCard(p) {
 function deviceRow(d) {
   const soc = d.soc_pct == null ? "–" :
     `<span class="soc"><span class="track"><span style="width:${Math.min(100, d.soc_pct)}%"></span></span>${nf0.format(d.soc_pct)}%</span>`;
-  return `<td class="mono"><span class="dot ${d.online ? "on" : ""}" title="${d.online ? "online" : "offline"}"></span>${esc(d.device_id)}</td>
-    <td>${esc(d.pool)}</td>
+  return `<td><div class="mono"><span class="dot ${d.online ? "on" : ""}" title="${d.online ? "online" : "offline"}"></span>${esc(d.device_id)}</div>
+      <div class="cell-sub">${esc(d.pool)}</div></td>
     <td><span class="badge ${esc(d.status || "")}">${esc(d.status || "unknown")}</span></td>
     <td class="num">${power(d.power_w)}</td>
     <td>${soc}</td>
@@ -129,7 +129,7 @@ async function loadDevices(append = false) {
     body.appendChild(tr);
     state.devices.set(d.device_id, d);
   }
-  if (!state.devices.size) body.innerHTML = '<tr><td colspan="8" class="empty">No devices match.</td></tr>';
+  if (!state.devices.size) body.innerHTML = '<tr><td colspan="7" class="empty">No devices match.</td></tr>';
   state.cursor = page.next_cursor;
   $("#more-devices").hidden = !page.next_cursor;
   $("#device-count").textContent = `${state.devices.size} device${state.devices.size === 1 ? "" : "s"} shown`;
@@ -267,6 +267,35 @@ async function checkProof(pool, button) {
   }
 }
 
+// ----- portfolio (Sign-In with Ethereum through a browser wallet) -----
+async function signIn() {
+  const box = $("#portfolio");
+  if (!window.ethereum) {
+    box.textContent = "No browser wallet found: install one (it provides window.ethereum), or call POST /v1/auth/nonce and /v1/auth/login from your own client.";
+    return;
+  }
+  try {
+    const [address] = await window.ethereum.request({ method: "eth_requestAccounts" });
+    const post = (path, body) => fetch(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) })
+      .then(async (r) => { const j = await r.json(); if (!r.ok) throw new Error(j.error?.message || r.statusText); return j; });
+    const { message } = await post("/v1/auth/nonce", { address });
+    const signature = await window.ethereum.request({ method: "personal_sign", params: [message, address] });
+    const { token, address: who } = await post("/v1/auth/login", { message, signature });
+    const res = await fetch(`/v1/investors/${who}/portfolio`, { headers: { Authorization: `Bearer ${token}` } });
+    const body = await res.json();
+    if (!res.ok) throw new Error(body.error?.message || res.statusText);
+    box.className = "";
+    box.innerHTML = `<div class="table-wrap"><table><thead><tr><th>Pool</th><th>Token</th><th class="num">Balance</th>
+      <th class="num">Share</th><th class="num">Claimable</th><th class="num">Claimed</th></tr></thead><tbody>
+      ${body.holdings.map((h) => `<tr><td>${esc(h.pool)}</td><td>${esc(h.token_symbol || short(h.token_address))}</td>
+        <td class="num">${units(h.balance, 18, 0)}</td><td class="num">${(h.share_bps / 100).toFixed(2)}%</td>
+        <td class="num">${units(h.claimable, 6)}</td><td class="num">${units(h.claimed, 6)}</td></tr>`).join("")}
+      </tbody></table></div><p class="hint">Signed in as <span class="mono">${esc(who)}</span>; claim with your wallet or <code>gridshare investor claim</code>.</p>`;
+  } catch (e) {
+    box.textContent = `Sign-in failed: ${e.message}`;
+  }
+}
+
 // ----- live updates -----
 function connectStream() {
   const live = $("#live");
@@ -287,7 +316,8 @@ async function main() {
   $("#more-devices").addEventListener("click", () => loadDevices(true));
   $("#chart-range").addEventListener("change", drawChart);
   $("#att-pool").addEventListener("change", loadAttestations);
-  try { await loadDevices(); } catch (e) { $("#devices tbody").innerHTML = `<tr><td colspan="8" class="empty">${esc(e.message)}</td></tr>`; }
+  $("#signin").addEventListener("click", signIn);
+  try { await loadDevices(); } catch (e) { $("#devices tbody").innerHTML = `<tr><td colspan="7" class="empty">${esc(e.message)}</td></tr>`; }
   try { await loadAttestations(); } catch (e) { $("#attestations tbody").innerHTML = `<tr><td colspan="10" class="empty">${esc(e.message)}</td></tr>`; }
   connectStream();
   window.addEventListener("resize", () => state.chart && state.chart.setSize({ width: Math.max(320, $("#chart").clientWidth), height: 300 }));
