@@ -6,11 +6,10 @@ from gridshare.core.settings import Settings
 from gridshare.core.stack.anvil import Anvil
 from gridshare.core.stack.mosquitto import Mosquitto
 from gridshare.core.stack.postgres import Postgres
+from gridshare.core.stack.service import LocalService
 
-Service = Postgres | Mosquitto | Anvil
 
-
-def services(settings: Settings) -> list[Service]:
+def services(settings: Settings) -> list[LocalService]:
     """The stack's services in start order (stop order is the reverse)."""
     return [Postgres(settings), Mosquitto(settings), Anvil(settings)]
 

@@ -9,7 +9,8 @@ import httpx
 
 from gridshare.core.errors import StackError
 from gridshare.core.settings import Settings
-from gridshare.core.stack.process import ManagedProcess, port_open, wait_until
+from gridshare.core.stack.process import ManagedProcess, wait_until
+from gridshare.core.stack.service import LocalService
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -23,10 +24,11 @@ def anvil_binary() -> str:
     return found
 
 
-class Anvil:
+class Anvil(LocalService):
     """Lifecycle of the local chain named by GRIDSHARE_RPC_URL."""
 
     name = "anvil"
+    setting = "GRIDSHARE_RPC_URL"
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -38,16 +40,10 @@ class Anvil:
             log_file=settings.state_path / "logs" / "anvil.log",
             exe_name="anvil",
         )
+        self.host = "127.0.0.1"
         self.port = settings.rpc_port
 
-    def up(self) -> bool:
-        if self.process.pid() is not None:
-            return False
-        if port_open("127.0.0.1", self.port):
-            raise StackError(
-                f"anvil: port {self.port} is taken by another process; "
-                "change GRIDSHARE_RPC_URL or stop that process"
-            )
+    def start(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         self.process.start(
             [
@@ -72,20 +68,9 @@ class Anvil:
                 "60000000",
             ]
         )
-        wait_until(self._answers, 30, "answering JSON-RPC", self.process)
-        return True
+        wait_until(self.healthy, 30, "answering JSON-RPC", self.process)
 
-    def down(self) -> bool:
-        return self.process.stop(timeout=30)
-
-    def status(self) -> str:
-        pid = self.process.pid()
-        if pid is None:
-            return "stopped"
-        state = "healthy" if self._answers() else "starting"
-        return f"running pid={pid} port={self.port} {state}"
-
-    def _answers(self) -> bool:
+    def healthy(self) -> bool:
         try:
             reply = httpx.post(
                 f"http://127.0.0.1:{self.port}",

@@ -13,12 +13,14 @@ from gridshare.core.broker_auth import ADMIN_USER, BrokerAuth
 from gridshare.core.errors import StackError
 from gridshare.core.settings import Settings
 from gridshare.core.stack.process import ManagedProcess, port_open, wait_until
+from gridshare.core.stack.service import LocalService
 
 
-class Mosquitto:
+class Mosquitto(LocalService):
     """Lifecycle of the local broker named by GRIDSHARE_MQTT_URL."""
 
     name = "mosquitto"
+    setting = "GRIDSHARE_MQTT_URL"
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -33,14 +35,7 @@ class Mosquitto:
         self.host = settings.mqtt_host
         self.port = settings.mqtt_port
 
-    def up(self) -> bool:
-        if self.process.pid() is not None:
-            return False
-        if port_open(self.host, self.port):
-            raise StackError(
-                f"mosquitto: port {self.port} is taken by another process; "
-                "change GRIDSHARE_MQTT_URL or stop that process"
-            )
+    def start(self) -> None:
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not os.path.exists(binary):
             raise StackError("mosquitto: not installed; run `make setup`")
@@ -49,20 +44,9 @@ class Mosquitto:
             render_config(self.auth, self.host, self.port, as_root=os.geteuid() == 0)
         )
         self.process.start([binary, "-c", str(self.config_file)])
-        wait_until(self._accepts, 30, "accepting logins", self.process)
-        return True
+        wait_until(self.healthy, 30, "accepting logins", self.process)
 
-    def down(self) -> bool:
-        return self.process.stop(timeout=30)
-
-    def status(self) -> str:
-        pid = self.process.pid()
-        if pid is None:
-            return "stopped"
-        state = "healthy" if self._accepts() else "starting"
-        return f"running pid={pid} port={self.port} {state}"
-
-    def _accepts(self) -> bool:
+    def healthy(self) -> bool:
         if not port_open(self.host, self.port):
             return False
         password = self.auth.service_accounts().get(ADMIN_USER, "")

@@ -14,13 +14,16 @@ import psycopg
 from gridshare.core.errors import StackError
 from gridshare.core.settings import Settings
 from gridshare.core.stack.privileges import service_user, share_path_with
-from gridshare.core.stack.process import ManagedProcess, as_user, port_open, wait_until
+from gridshare.core.stack.process import ManagedProcess, as_user, wait_until
+from gridshare.core.stack.service import LocalService
 
 
-class Postgres:
+class Postgres(LocalService):
     """Lifecycle of the local PostgreSQL server named by GRIDSHARE_DB_URL."""
 
     name = "postgres"
+    setting = "GRIDSHARE_DB_URL"
+    stop_timeout = 60.0
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -39,15 +42,7 @@ class Postgres:
         self.role = url.username or "gridshare"
         self.database = url.path.lstrip("/") or "gridshare"
 
-    def up(self) -> bool:
-        """Initialise if needed and start; False if it was already running."""
-        if self.process.pid() is not None:
-            return False
-        if port_open(self.host, self.port):
-            raise StackError(
-                f"postgres: port {self.port} is taken by another process; "
-                "change GRIDSHARE_DB_URL or stop that process"
-            )
+    def start(self) -> None:
         user = service_user("postgres")
         self._initdb(user)
         self.process.start(
@@ -64,19 +59,8 @@ class Postgres:
             ],
             user=user,
         )
-        wait_until(self._accepts, 60, "accepting connections", self.process)
+        wait_until(self.healthy, 60, "accepting connections", self.process)
         self._create_role_and_database()
-        return True
-
-    def down(self) -> bool:
-        return self.process.stop(timeout=60)
-
-    def status(self) -> str:
-        pid = self.process.pid()
-        if pid is None:
-            return "stopped"
-        state = "healthy" if self._accepts() else "starting"
-        return f"running pid={pid} port={self.port} {state}"
 
     def _initdb(self, user: str | None) -> None:
         if (self.data / "PG_VERSION").exists():
@@ -115,7 +99,7 @@ class Postgres:
                 "log_min_messages = warning\n"
             )
 
-    def _accepts(self) -> bool:
+    def healthy(self) -> bool:
         try:
             with psycopg.connect(self._admin_url(), connect_timeout=2):
                 return True

@@ -37,7 +37,9 @@ class ManagedProcess:
             pid = int(self.pid_file.read_text().strip())
         except (FileNotFoundError, ValueError):
             return None
-        if _alive(pid) and self.exe_name in _cmdline(pid):
+        cmdline = _cmdline(pid)
+        # an empty cmdline is a process still inside execve (Popen returns that early)
+        if _alive(pid) and (self.exe_name in cmdline or not cmdline):
             return pid
         self.pid_file.unlink(missing_ok=True)
         return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -10,6 +11,8 @@ import paho.mqtt.client as mqtt
 import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from gridshare.core import stack
 from gridshare.core.broker_auth import ADMIN_USER, BrokerAuth
@@ -95,9 +98,6 @@ def test_qos1_session_survives_broker_restart(private_stack: Settings) -> None:
         return c
 
     def connect_subscriber() -> mqtt.Client:
-        from paho.mqtt.packettypes import PacketTypes
-        from paho.mqtt.properties import Properties
-
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 3600
         sub = client("persistent-sub")
@@ -106,9 +106,11 @@ def test_qos1_session_survives_broker_restart(private_stack: Settings) -> None:
         sub.loop_start()
         return sub
 
+    subscribed = threading.Event()
     sub = connect_subscriber()
+    sub.on_subscribe = lambda *_: subscribed.set()
     sub.subscribe("t/persist", qos=1)
-    time.sleep(0.5)
+    assert subscribed.wait(10)
     sub.disconnect()
     sub.loop_stop()
 
