@@ -44,6 +44,7 @@ class PoolChainFigures:
 
 @dataclass(frozen=True)
 class HoldingFigures:
+    symbol: str
     balance: int
     supply: int
     claimable: int
@@ -175,13 +176,14 @@ class ChainReader:
             with client.w3.batch_requests() as batch:
                 for name in names:
                     token = client.contract("RevenueShareToken", record.pools[name].token)
+                    batch.add(token.functions.symbol())
                     batch.add(token.functions.balanceOf(holder))
                     batch.add(token.functions.totalSupply())
                     batch.add(token.functions.claimable(holder))
                     batch.add(token.functions.claimed(holder))
                 values = batch.execute() if names else []
             return {
-                name: HoldingFigures(*values[4 * i : 4 * i + 4]) for i, name in enumerate(names)
+                name: HoldingFigures(*values[5 * i : 5 * i + 5]) for i, name in enumerate(names)
             }
 
         return await self.cached(("holdings", holder), read)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path
 
 from gridshare.api.auth import checksum
 from gridshare.api.chain import ChainUnavailable
-from gridshare.api.deps import Conn, Context, SignedIn
+from gridshare.api.deps import Context, SignedIn
 from gridshare.api.errors import ApiError
 from gridshare.api.schemas import ErrorResponse, Holding, Portfolio
 
@@ -27,7 +27,6 @@ router = APIRouter(prefix="/v1/investors", tags=["investors"])
 )
 async def portfolio(
     ctx: Context,
-    conn: Conn,
     signed_in: SignedIn,
     address: Annotated[str, Path(description="0x address", max_length=42)],
 ) -> Portfolio:
@@ -40,8 +39,6 @@ async def portfolio(
         raise ApiError(503, "chain_unavailable", str(exc)) from exc
     except Exception as exc:
         raise ApiError(503, "chain_unavailable", "chain unreachable; retry later") from exc
-    cur = await conn.execute("SELECT name, token_symbol FROM pools")
-    symbols = dict(await cur.fetchall())
     record = ctx.chain.record()
     holdings = []
     for name, f in sorted(figures.items()):
@@ -50,7 +47,7 @@ async def portfolio(
             Holding(
                 pool=name,
                 token_address=record.pools[name].token,
-                token_symbol=symbols.get(name),
+                token_symbol=f.symbol,
                 balance=str(f.balance),
                 total_supply=str(f.supply),
                 share_bps=share,

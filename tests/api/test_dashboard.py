@@ -6,11 +6,24 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from eth_account import Account
+from eth_account.messages import encode_defunct
 
+from gridshare.core.chain import load_accounts
+from gridshare.core.settings import Settings
 from tests.api.conftest import POOL, Attested
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+WALLET = """
+window.ethereum = {
+  request: async ({ method, params }) => {
+    if (method === "eth_requestAccounts") return ["ADDRESS"];
+    if (method === "personal_sign") return await window.walletSign(params[0]);
+    throw new Error("unsupported " + method);
+  },
+};
+"""
 ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -22,8 +35,16 @@ ARGS = [
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed")
-def test_dashboard_shows_devices_chart_and_checks_a_proof(server: str, attested: Attested) -> None:
+def test_dashboard_shows_devices_chart_and_checks_a_proof(
+    server: str, attested: Attested, stack_settings: Settings
+) -> None:
     from playwright.sync_api import expect, sync_playwright
+
+    investor = Account.from_key(load_accounts(stack_settings).investors[0].private_key)
+
+    def personal_sign(message: str) -> str:
+        signed = investor.sign_message(encode_defunct(text=message))
+        return "0x" + signed.signature.hex().removeprefix("0x")
 
     ARTIFACTS.mkdir(exist_ok=True)
     errors: list[str] = []
@@ -32,6 +53,9 @@ def test_dashboard_shows_devices_chart_and_checks_a_proof(server: str, attested:
         try:
             page = browser.new_page(viewport={"width": 1440, "height": 1400})
             page.on("pageerror", lambda exc: errors.append(str(exc)))
+            # A browser wallet holding the first investor's key (EIP-1193 subset).
+            page.expose_function("walletSign", personal_sign)
+            page.add_init_script(WALLET.replace("ADDRESS", investor.address))
             page.goto(f"{server}/", wait_until="networkidle")
 
             expect(page.locator(".card", has_text=POOL)).to_be_visible()
@@ -55,6 +79,11 @@ def test_dashboard_shows_devices_chart_and_checks_a_proof(server: str, attested:
             verdict = page.locator("#proof-verdict")
             expect(verdict).to_have_attribute("data-valid", "true", timeout=20_000)
             expect(verdict).to_contain_text("Proof valid")
+
+            page.click("#signin")
+            holding = page.locator("#portfolio tr", has_text=POOL)
+            expect(holding).to_be_visible()
+            expect(page.locator("#portfolio")).to_contain_text(investor.address)
 
             page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
         finally:
