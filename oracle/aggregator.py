@@ -77,8 +77,11 @@ def attest_next(ctx: OracleContext, pool: str, force: bool = False) -> Outcome:
 
 
 def _step(ctx: OracleContext, conn: psycopg.Connection, pool: str, force: bool) -> Outcome:
-    if conn.execute("SELECT 1 FROM pools WHERE name = %s", (pool,)).fetchone() is None:
+    known = conn.execute("SELECT ephemeral FROM pools WHERE name = %s", (pool,)).fetchone()
+    if known is None:
         raise OracleError(f"pool {pool} is unknown; provision it first")
+    if known[0]:
+        raise OracleError(f"pool {pool} holds ephemeral simulator devices; it is never attested")
     row = latest_epoch(conn, pool)
     if row is not None and row.state is not EpochState.CONFIRMED:
         return _advance(ctx, conn, row, force)

@@ -19,8 +19,15 @@ MAX_EPOCHS_PER_ROUND = 50  # per pool, so one pool catching up never starves the
 
 
 def pool_names(ctx: OracleContext) -> list[str]:
+    """Real pools with a token on-chain (simulator-only, ephemeral pools are never attested)."""
     with db.connect(ctx.settings, autocommit=True) as conn:
-        return [r[0] for r in conn.execute("SELECT name FROM pools ORDER BY name")]
+        return [
+            r[0]
+            for r in conn.execute(
+                "SELECT name FROM pools WHERE NOT ephemeral AND token_address IS NOT NULL"
+                " ORDER BY name"
+            )
+        ]
 
 
 def run_round(ctx: OracleContext, stop: threading.Event) -> list[Outcome]:
