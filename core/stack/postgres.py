@@ -13,7 +13,7 @@ import psycopg
 
 from gridshare.core.errors import StackError
 from gridshare.core.settings import Settings
-from gridshare.core.stack.privileges import service_user, share_path_with
+from gridshare.core.stack.privileges import allow_traversal, service_user, share_path_with
 from gridshare.core.stack.process import ManagedProcess, as_user, wait_until
 from gridshare.core.stack.service import LocalService
 
@@ -45,6 +45,8 @@ class Postgres(LocalService):
     def start(self) -> None:
         user = service_user("postgres")
         self._initdb(user)
+        if user:
+            allow_traversal(self.root)
         self.process.start(
             [
                 _binary("postgres"),

@@ -32,6 +32,12 @@ def share_path_with(path: Path, user: str, tree: bool = True) -> None:
     targets = [path, *path.rglob("*")] if tree else [path]
     for target in targets:
         os.chown(target, entry.pw_uid, entry.pw_gid)
+    allow_traversal(path)
+
+
+def allow_traversal(path: Path) -> None:
+    """Let other users pass through (not list) every parent of `path`. Checked at every
+    start: tools may tighten a parent later (pytest resets its temp root to 0700)."""
     for parent in path.resolve().parents:
         mode = parent.stat().st_mode
         if not mode & stat.S_IXOTH:
