@@ -93,6 +93,14 @@ def make_pool(settings: Settings, conn: psycopg.Connection, name: str, devices: 
     )
 
 
+def one_computation(settings: Settings, ctx: OracleContext) -> float:
+    """Seconds one signer takes to recompute the big pool's epoch 1 (nothing else running)."""
+    started = time.perf_counter()
+    prepared = ctx.signers[0].prepare("charging-pile-1", 1)
+    assert prepared.computed is not None, prepared.detail
+    return time.perf_counter() - started
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     clock = PhaseClock()
@@ -137,6 +145,7 @@ def run(settings: Settings, clock: PhaseClock) -> dict[str, object]:
     total = time.perf_counter() - began
     marks = dict(clock.marks)
     small = attest_next(ctx, "charging-pile-2")
+    single = one_computation(settings, ctx)
     with db.connect(settings, autocommit=True) as conn:
         gas = dict(conn.execute("SELECT pool, gas_used FROM oracle_epochs").fetchall())
     return {
@@ -151,6 +160,8 @@ def run(settings: Settings, clock: PhaseClock) -> dict[str, object]:
             "sign_3_of_5": round(marks["signed"] - marks["computed"], 3),
             "submit_and_confirm": round(marks["confirmed"] - marks["signed"], 3),
             "total": round(total, 3),
+            # for scale: one signer's recomputation of the same epoch, alone
+            "one_computation_alone": round(single, 3),
         },
         "load_average_1m_before": round(load_before, 2),
         "cpu_cores": os.cpu_count(),
