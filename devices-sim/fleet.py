@@ -319,6 +319,8 @@ class Fleet:
                     self.keepalive,
                 )
                 await asyncio.wait_for(conn.connack, timeout=10)
+                if link.conn is not conn or not conn.connected:
+                    raise MqttError("connection lost right after CONNACK")
         except (OSError, MqttError, TimeoutError) as exc:
             self.stats.connect_failures += 1
             if link.conn is not None:
@@ -350,7 +352,7 @@ class Fleet:
                 },
             )
         assert self._loop is not None
-        self._loop.call_later(delay, self._spawn, self._connect(link))
+        self._loop.call_later(delay, lambda: self._spawn(self._connect(link)))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -623,7 +625,7 @@ class Fleet:
         with open(self.checkpoint_path.with_suffix(".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             saved = self._read_checkpoint()
-            sim_end = self.sim_now()
+            sim_end = min(self.sim_now(), self._end)
             for link in self.links:
                 if link.device.seq:
                     saved[link.device.identity.device_id] = link.device.meters() | {
