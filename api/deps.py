@@ -34,7 +34,7 @@ class ApiContext:
     hub: StreamHub
 
 
-def context(request: Request) -> ApiContext:
+async def context(request: Request) -> ApiContext:
     return request.app.state.ctx
 
 
@@ -53,7 +53,7 @@ BEARER = HTTPBearer(auto_error=False, description="token from POST /v1/auth/logi
 API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="operator API key")
 
 
-def signed_in_address(
+async def signed_in_address(
     ctx: Context,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
 ) -> str:
@@ -65,10 +65,10 @@ def signed_in_address(
 SignedIn = Annotated[str, Depends(signed_in_address)]
 
 
-def operator(ctx: Context, x_api_key: Annotated[str | None, Depends(API_KEY)]) -> None:
+async def operator(ctx: Context, x_api_key: Annotated[str | None, Depends(API_KEY)]) -> None:
     """Operator-only endpoints: 401 without X-API-Key, 403 with a wrong one."""
     ctx.auth.check_api_key(x_api_key)
 
 
-def rate_limited(ctx: Context, request: Request) -> None:
+async def rate_limited(ctx: Context, request: Request) -> None:
     ctx.limiter.take(request.client.host if request.client else "unknown")

@@ -35,7 +35,7 @@ def reading_store(flavor: Flavor) -> ReadingStore:
 async def open_context(settings: Settings, stream_window: float = 0.25) -> ApiContext:
     with db.connect(settings) as conn:  # once, at start-up
         flavor = db.schema_flavor(conn) or Flavor.POSTGRES
-    pool = await db.async_pool(settings)
+    pool = await db.async_pool(settings, autocommit=True)  # each statement stands alone
     hub = StreamHub(settings.db_url, pool, window=stream_window)
     hub.start()
     return ApiContext(

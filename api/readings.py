@@ -35,10 +35,11 @@ MAX_POINTS = 2000
 
 
 class Knot(NamedTuple):
-    """One stored reading's meters: the points the meter curve is interpolated between
-    (a tuple: thousands are sorted per request)."""
+    """One stored reading's meters: the points the meter curve is interpolated between.
+    Time in integer microseconds since the Unix epoch (exact, and cheap to compare: a request
+    evaluates thousands)."""
 
-    time: datetime
+    us: int
     energy_wh: int
     revenue_minor: int
 
@@ -65,35 +66,35 @@ def micros(t: datetime) -> int:
     return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def interpolate(v0: int, v1: int, t0: datetime, t1: datetime, t: datetime) -> int:
-    """v at t on the line through (t0, v0) and (t1, v1), floored; exact integer arithmetic."""
-    span = micros(t1) - micros(t0)
+def interpolate(v0: int, v1: int, t0: int, t1: int, t: int) -> int:
+    """v at t on the line through (t0, v0) and (t1, v1) (microseconds), floored."""
+    span = t1 - t0
     if span <= 0:
         return v1
-    return v0 + (v1 - v0) * (micros(t) - micros(t0)) // span
+    return v0 + (v1 - v0) * (t - t0) // span
 
 
-def meters_at(knots: list[Knot], times: list[datetime]) -> list[MeterValue | None]:
-    """The meters at each of the ascending `times` from time-sorted knots (SPEC §7 rule), in
+def meters_at(knots: list[Knot], times_us: list[int]) -> list[MeterValue | None]:
+    """The meters at each of the ascending times from time-sorted knots (SPEC §7 rule), in
     one pass over both lists; None where there are no readings at all."""
     out: list[MeterValue | None] = []
     i, n = 0, len(knots)
-    for t in times:
-        while i < n and knots[i].time <= t:
+    for t in times_us:
+        while i < n and knots[i].us <= t:
             i += 1
-        # knots[i - 1].time <= t < knots[i].time; several readings at t: the last of them
+        # knots[i - 1].us <= t < knots[i].us; several readings at t: the last of them
         if n == 0:
             out.append(None)
         elif i == 0:
             out.append(MeterValue(knots[0].energy_wh, knots[0].revenue_minor))
-        elif i == n or knots[i - 1].time == t:
+        elif i == n or knots[i - 1].us == t:
             out.append(MeterValue(knots[i - 1].energy_wh, knots[i - 1].revenue_minor))
         else:
             a, b = knots[i - 1], knots[i]
             out.append(
                 MeterValue(
-                    _between(a.energy_wh, b.energy_wh, a.time, b.time, t),
-                    _between(a.revenue_minor, b.revenue_minor, a.time, b.time, t),
+                    _between(a.energy_wh, b.energy_wh, a.us, b.us, t),
+                    _between(a.revenue_minor, b.revenue_minor, a.us, b.us, t),
                 )
             )
     return out
@@ -101,10 +102,10 @@ def meters_at(knots: list[Knot], times: list[datetime]) -> list[MeterValue | Non
 
 def meter_at(knots: list[Knot], t: datetime) -> MeterValue | None:
     """The meters at one time (see `meters_at`)."""
-    return meters_at(knots, [t])[0]
+    return meters_at(knots, [micros(t)])[0]
 
 
-def _between(v0: int, v1: int, t0: datetime, t1: datetime, t: datetime) -> int:
+def _between(v0: int, v1: int, t0: int, t1: int, t: int) -> int:
     """No interpolation across a meter that went down (a reset): the value before holds."""
     return v0 if v1 < v0 else interpolate(v0, v1, t0, t1, t)
 
@@ -154,8 +155,9 @@ class RawReadings:
     """Straight from `telemetry`: two index probes per bound, one grouped scan for stats."""
 
     KNOTS_SQL = """
-        SELECT p.time, p.energy_wh_total, p.revenue_minor_total
-        FROM unnest(%(bounds)s::timestamptz[]) AS b(bound)
+        SELECT (extract(epoch FROM p.time) * 1000000)::bigint, p.energy_wh_total,
+               p.revenue_minor_total
+        FROM generate_series(%(start)s::timestamptz, %(end)s::timestamptz, %(step)s) AS b(bound)
         CROSS JOIN LATERAL (
             (SELECT time, energy_wh_total, revenue_minor_total FROM telemetry
              WHERE device_id = %(device)s AND time <= b.bound
@@ -177,7 +179,8 @@ class RawReadings:
     async def knots(
         self, conn: AsyncConnection, device_id: str, bounds: list[datetime], step: timedelta
     ) -> list[Knot]:
-        cur = await conn.execute(self.KNOTS_SQL, {"bounds": bounds, "device": device_id})
+        params = {"start": bounds[0], "end": bounds[-1], "step": step, "device": device_id}
+        cur = await conn.execute(self.KNOTS_SQL, params)
         return _knots(await cur.fetchall())
 
     async def stats(
@@ -202,17 +205,22 @@ class HourlyReadings:
     """
 
     ROWS_SQL = """
-        SELECT first_time, energy_wh_first, revenue_minor_first,
-               last_time, energy_wh_last, revenue_minor_last
+        SELECT (extract(epoch FROM first_time) * 1000000)::bigint, energy_wh_first,
+               revenue_minor_first,
+               (extract(epoch FROM last_time) * 1000000)::bigint, energy_wh_last,
+               revenue_minor_last
         FROM telemetry_hourly
         WHERE device_id = %(device)s AND bucket >= %(start)s AND bucket < %(end)s
     """
     OUTSIDE_SQL = """
-        (SELECT time, energy_wh_total, revenue_minor_total FROM telemetry
-         WHERE device_id = %(device)s AND time < %(start)s ORDER BY time DESC, seq DESC LIMIT 1)
-        UNION ALL
-        (SELECT time, energy_wh_total, revenue_minor_total FROM telemetry
-         WHERE device_id = %(device)s AND time >= %(end)s ORDER BY time ASC, seq ASC LIMIT 1)
+        SELECT (extract(epoch FROM time) * 1000000)::bigint, energy_wh_total, revenue_minor_total
+        FROM ((SELECT time, energy_wh_total, revenue_minor_total FROM telemetry
+               WHERE device_id = %(device)s AND time < %(start)s
+               ORDER BY time DESC, seq DESC LIMIT 1)
+              UNION ALL
+              (SELECT time, energy_wh_total, revenue_minor_total FROM telemetry
+               WHERE device_id = %(device)s AND time >= %(end)s
+               ORDER BY time ASC, seq ASC LIMIT 1)) AS outside
     """
     STATS_SQL = """
         SELECT date_bin(%(step)s, bucket, TIMESTAMPTZ '1970-01-01 00:00:00+00') AS b,
@@ -282,7 +290,7 @@ async def bucketed(
     edges = bounds(start, end, step)
     knots = await store.knots(conn, device_id, edges, step)
     stats = await store.stats(conn, device_id, start, end, step) if with_stats else {}
-    values = meters_at(knots, edges)
+    values = meters_at(knots, [micros(t) for t in edges])
     out = []
     for i in range(len(edges) - 1):
         a, b = values[i], values[i + 1]

@@ -65,15 +65,16 @@ def pool(settings: Settings, min_size: int = 1, max_size: int = 8) -> Connection
 
 
 async def async_pool(
-    settings: Settings, min_size: int = 2, max_size: int = 16
+    settings: Settings, min_size: int = 2, max_size: int = 16, autocommit: bool = False
 ) -> AsyncConnectionPool:
-    """An async connection pool (for the API), opened and checked."""
+    """An async connection pool (for the API), opened and checked. `autocommit` suits
+    read-only request handlers: no BEGIN/COMMIT round trips around each query."""
     connection_pool = AsyncConnectionPool(
         settings.db_url,
         min_size=min_size,
         max_size=max_size,
         open=False,
-        kwargs={"connect_timeout": 5},
+        kwargs={"connect_timeout": 5, "autocommit": autocommit},
     )
     try:
         await connection_pool.open(wait=True, timeout=10)
