@@ -36,6 +36,7 @@ from gridshare.oracle.context import OracleContext
 from gridshare.sim.fleet import Fleet
 
 DAY = 86400
+STALL_SECONDS = 60.0  # give up waiting for ingest and the oracle after this long idle
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,9 @@ def _simulate(
     """Run the fleet in a thread; show sim time, stored readings and attested epochs until
     every acknowledged reading is stored and every epoch attested (or a bounded wait ends)."""
     midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    duration = plan.days * DAY + 900  # a little past the last bound, so the last epoch closes
+    # past the last bound by two reading intervals, so every device reports after it and
+    # the last epoch closes
+    duration = plan.days * DAY + 2 * plan.interval
     fleet = Fleet(
         settings,
         load_identities(settings),
@@ -170,7 +173,7 @@ def _simulate(
         readings = progress.add_task("readings stored / acknowledged", total=None)
         epochs = {p: progress.add_task(f"epochs attested {p}", total=plan.days) for p in pools}
         runner.start()
-        finished_at: float | None = None
+        last_change, last_figures = time.monotonic(), (0, 0)
         try:
             while True:
                 children.check()
@@ -181,12 +184,14 @@ def _simulate(
                 progress.update(readings, completed=stored, total=max(acked, stored))
                 for pool, task in epochs.items():
                     progress.update(task, completed=attested.get(pool, 0))
+                figures = (stored, sum(attested.values()))
+                if figures != last_figures:
+                    last_change, last_figures = time.monotonic(), figures
                 if not runner.is_alive():
-                    finished_at = finished_at or time.monotonic()
                     if stored >= acked and all(attested.get(p, 0) >= plan.days for p in pools):
                         break
-                    if time.monotonic() - finished_at > max(60.0, plan.wall_seconds):
-                        console.print("demo: stopped waiting for the last epochs; see logs/")
+                    if time.monotonic() - last_change > STALL_SECONDS:
+                        console.print("demo: no progress for a minute; see the logs/ folder")
                         break
                 time.sleep(0.5)
         finally:
@@ -207,9 +212,10 @@ def _progress_figures(conn) -> tuple[int, dict[str, int]]:  # type: ignore[no-un
 def _summary(
     settings: Settings, ctx: OracleContext, pools: list[str], claims: dict[str, int]
 ) -> Table:
-    table = Table(title="gridshare demo: per pool")
-    for column in ("pool", "devices", "energy kWh", "revenue HKD", "epochs", "funded", "claimed"):
-        table.add_column(column, justify="left" if column == "pool" else "right")
+    table = Table(title="gridshare demo: per pool (amounts in HKD; tokens pay gHKD 1:1)")
+    table.add_column("pool", no_wrap=True)
+    for column in ("devices", "energy kWh", "revenue", "epochs", "funded", "claimed (inv. 0)"):
+        table.add_column(column, justify="right", no_wrap=True)
     with db.connect(settings, autocommit=True) as conn:
         for pool in pools:
             devices = conn.execute(
@@ -224,11 +230,11 @@ def _summary(
             table.add_row(
                 pool,
                 str(devices),
-                f"{int(energy) / 1000:,.1f}",
-                f"{int(revenue) / 100:,.2f}",
+                f"{int(energy) / 1000:,.0f}",
+                f"{int(revenue) / 100:,.0f}",
                 str(epochs),
-                f"{funded / 1e6:,.2f}",
-                f"{claims[pool] / 1e6:,.2f}",
+                f"{funded / 1e6:,.0f}",
+                f"{claims[pool] / 1e6:,.0f}",
             )
     return table
 
