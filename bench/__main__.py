@@ -20,7 +20,22 @@ RESULTS = BENCH_DIR / "results"
 ORDER = ["gas", "ingest", "oracle", "api", "sim"]
 
 # (result file, dotted path into its JSON, comparison, target, what it means)
-TARGETS: list[tuple[str, str, str, float, str]] = []
+TARGETS: list[tuple[str, str, str, float, str]] = [
+    ("gas", "gas.attestation_submit_3of5", "<=", 150_000, "attestation submit 3-of-5, gas"),
+    ("gas", "gas.claim", "<=", 50_000, "claim, gas"),
+    ("gas", "gas.transfer", "<=", 90_000, "allow-listed transfer, gas"),
+    ("ingest", "fleets.1000.committed_msgs_per_s", ">=", 5_000, "ingest 1k devices, msg/s"),
+    ("ingest", "fleets.10000.committed_msgs_per_s", ">=", 5_000, "ingest 10k devices, msg/s"),
+    ("ingest", "fleets.1000.share_of_slower_raw_limit", ">=", 0.5, "ingest vs slower raw limit"),
+    ("oracle", "seconds.total", "<=", 5.0, "oracle epoch, 10k devices, seconds"),
+    (
+        "api",
+        "one_worker.device_state_at_500_rps.p99_ms",
+        "<=",
+        50.0,
+        "device state p99 at 500 rps, ms",
+    ),
+]
 
 COMPARE: dict[str, Callable[[float, float], bool]] = {"<=": operator.le, ">=": operator.ge}
 
