@@ -72,6 +72,7 @@ class SimDevice:
         self.jitter = jitter
         self.faults = faults
         self.seq = 0
+        self.reported_meters = False  # a valid reading with a meter above zero went out
         self.next_due = start + self.rng.uniform(0.0, interval)
         self.clock_offset = 0.0
         self.skewed_readings = 0
@@ -84,6 +85,7 @@ class SimDevice:
         """Continue a previous run's sequence numbers and meters."""
         self.seq = seq
         self.profile.resume(energy_wh, revenue_minor, sessions)
+        self.reported_meters = energy_wh > 0 or revenue_minor > 0 or sessions > 0
 
     def reading(self) -> tuple[list[Outgoing], float]:
         """The messages of the reading due now, and (for a disconnect fault) how many
@@ -108,13 +110,14 @@ class SimDevice:
         if p["badsig"] and rng.random() < p["badsig"]:
             self._count("badsig")
             out.append(Outgoing(self.topic, bad_signature(fields, rng), self.seq, "badsig"))
-        elif p["reset"] and rng.random() < p["reset"]:
+        elif p["reset"] and rng.random() < p["reset"] and self.reported_meters:
             self._count("reset")
             zeroed = fields | {k: 0 for k in METERS if k in fields}
             out.append(Outgoing(self.topic, self.signer.encode(zeroed), self.seq, "reset"))
         else:
             payload = self.signer.encode(fields)
             out.append(Outgoing(self.topic, payload, self.seq, "reading"))
+            self.reported_meters = self.reported_meters or any(fields.get(k) for k in METERS)
             if p["duplicate"] and rng.random() < p["duplicate"]:
                 self._count("duplicate")
                 out.append(Outgoing(self.topic, payload, self.seq, "duplicate"))

@@ -11,8 +11,9 @@ Each fault has a probability per reading. What each does on the wire:
 - `garbage`: an extra message on the telemetry topic, one of `GARBAGE_VARIANTS`.
 - `badsig`: the reading is signed with a key that is not the device's (or a corrupted
   signature) instead of its own; its seq is used up.
-- `reset`: the reading reports zeroed meters (a meter glitch); its seq is used up, the true
-  meters continue with the next reading.
+- `reset`: the reading reports zeroed meters (a meter glitch) once an earlier reading showed a
+  meter above zero, so it always goes backwards; its seq is used up, the true meters continue
+  with the next reading.
 """
 
 from __future__ import annotations

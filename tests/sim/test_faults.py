@@ -137,6 +137,8 @@ def test_reset_reports_zeroed_meters_then_the_true_ones_continue() -> None:
     true_meters = [r.energy_wh_total for kind, r in readings if kind == "reading"]
     assert true_meters == sorted(true_meters)
     for i in resets:
+        earlier = [r for kind, r in readings[:i] if kind == "reading"]
+        assert earlier and max(r.energy_wh_total + r.revenue_minor_total for r in earlier) > 0
         reading = readings[i][1]
         assert (reading.energy_wh_total, reading.sessions_total, reading.revenue_minor_total) == (
             0,
