@@ -171,6 +171,20 @@ class Fleet:
         self.checkpoint_path = settings.state_path / "sim" / "checkpoint.json"
         checkpoint = self._read_checkpoint() if resume else {}
         self.start = _start_time(start, checkpoint, self.identities)
+        resumed_until = max(
+            (
+                checkpoint[i.device_id].get("sim_time", 0.0)
+                for i in self.identities
+                if i.device_id in checkpoint
+            ),
+            default=0.0,
+        )
+        if resumed_until > self.start:
+            log.warning(
+                "sim start is before where these devices' last run ended: their clocks go back"
+                " while seq and meters continue",
+                extra={"fields": {"start": _iso(self.start), "last_run_end": _iso(resumed_until)}},
+            )
         self._fault_totals: dict[str, int] = {}
         self.links = [
             Link(
