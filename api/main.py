@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -57,6 +58,7 @@ def create_app(settings: Settings, context: ApiContext | None = None) -> FastAPI
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         own = context is None
         app.state.ctx = context or await open_context(settings)
+        gc.freeze()  # start-up objects are never collected: shorter GC pauses
         try:
             yield
         finally:
