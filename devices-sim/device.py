@@ -45,6 +45,7 @@ class Outgoing:
     seq: int
     kind: str
     retain: bool = False
+    attempts: int = 0  # times published (again after each lost connection)
 
 
 class SimDevice:

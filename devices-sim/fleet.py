@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 READING, RECONNECT = 0, 1
 ONLINE, CONNECTING, OFFLINE, AWAY = "online", "connecting", "offline", "away"
 MAX_BUFFER = 20_000  # per device, while it cannot publish; the oldest are dropped beyond
+MAX_ATTEMPTS = 5  # a message whose publication lost the connection this often is dropped
+TOO_LARGE = 0x95  # MQTT 5 "packet too large", counted for messages the broker could not take
 
 
 @dataclass
@@ -395,6 +397,11 @@ class Fleet:
             (m for m in link.inflight.values() if m.kind != "status"), key=lambda m: m.seq
         )
         link.inflight.clear()
+        doomed = [m for m in pending if m.attempts >= MAX_ATTEMPTS]
+        if doomed:  # e.g. a broker that drops the connection on this very message
+            pending = [m for m in pending if m.attempts < MAX_ATTEMPTS]
+            link.counts.dropped += len(doomed)
+            self.stats.dropped += len(doomed)
         link.outbox.extendleft(reversed(pending))
         if any(m.kind == "status" for m in link.outbox):
             link.outbox = deque(m for m in link.outbox if m.kind != "status")
@@ -419,8 +426,12 @@ class Fleet:
         outbox, inflight, counts, stats = link.outbox, link.inflight, link.counts, self.stats
         while outbox and len(inflight) < limit:
             message = outbox.popleft()
+            if len(message.payload) + len(message.topic) + 16 > conn.maximum_packet_size:
+                self._refuse(link, TOO_LARGE)  # the broker said it takes no packet this big
+                continue
             packet_id = link.packet_id()
             inflight[packet_id] = message
+            message.attempts += 1
             conn.publish(message.topic, message.payload, packet_id, message.retain)
             if message.kind != "status":
                 counts.published += 1
@@ -445,10 +456,13 @@ class Fleet:
                     f"{link.device.identity.device_id}\t{message.seq}\t{message.kind}\n"
                 )
             else:
-                counts.refused += 1
-                stats.refused += 1
-                self._refused[f"0x{reason:02x}"] += 1
+                self._refuse(link, reason)
         self._pump(link)
+
+    def _refuse(self, link: Link, reason: int) -> None:
+        link.counts.refused += 1
+        self.stats.refused += 1
+        self._refused[f"0x{reason:02x}"] += 1
 
     def _enqueue(self, link: Link, messages: list[Outgoing]) -> None:
         link.outbox.extend(messages)

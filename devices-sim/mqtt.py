@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 CONNECT, CONNACK, PUBLISH, PUBACK = 0x10, 0x20, 0x30, 0x40
 PINGREQ, PINGRESP, DISCONNECT = 0xC0, 0xD0, 0xE0
-RECEIVE_MAXIMUM, SERVER_KEEP_ALIVE = 0x21, 0x13
+RECEIVE_MAXIMUM, SERVER_KEEP_ALIVE, MAXIMUM_PACKET_SIZE = 0x21, 0x13, 0x27
 
 # Property id -> encoded size kind (MQTT 5, section 2.2.2.2).
 _BYTE, _TWO, _FOUR, _VARINT, _STRING, _PAIR = 1, 2, 4, -1, -2, -3
@@ -137,6 +137,7 @@ class MqttConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.connack: asyncio.Future[dict[int, object]] = asyncio.get_running_loop().create_future()
         self.receive_maximum = 65535
+        self.maximum_packet_size = 268_435_460  # MQTT's own limit unless the broker says less
         self.keepalive = 60
         self.last_sent = time.monotonic()
         self.closing = False
@@ -236,6 +237,9 @@ class MqttConnection(asyncio.Protocol):
         props, _ = parse_properties(body, 2)
         self.receive_maximum = int(props.get(RECEIVE_MAXIMUM, 65535))  # type: ignore[arg-type]
         self.keepalive = int(props.get(SERVER_KEEP_ALIVE, self.keepalive))  # type: ignore[arg-type]
+        self.maximum_packet_size = int(
+            props.get(MAXIMUM_PACKET_SIZE, self.maximum_packet_size)  # type: ignore[arg-type]
+        )
         if not self.connack.done():
             self.connack.set_result(props)
 
