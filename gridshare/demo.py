@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -26,6 +27,7 @@ from gridshare.core import db, stack
 from gridshare.core.chain.deploy import deploy
 from gridshare.core.chain.pools import pool_id
 from gridshare.core.errors import GridshareError
+from gridshare.core.logs import setup_logging
 from gridshare.core.settings import Settings
 from gridshare.core.stack.process import ManagedProcess
 from gridshare.gateway.identity import load_identities
@@ -254,3 +256,12 @@ def _interrupt(signum: int, frame: object) -> None:
 def _gridshare() -> str:
     local = Path(sys.executable).parent / "gridshare"
     return str(local) if local.exists() else (shutil.which("gridshare") or "gridshare")
+
+
+def demo_command(
+    once: bool = typer.Option(False, "--once", help="Exit after printing the summary."),
+    fresh: bool = typer.Option(False, "--fresh", help="Start from an empty state dir."),
+) -> None:
+    """Everything end to end on the local stack, then keep the API up until Ctrl-C."""
+    setup_logging("WARNING")  # the progress display speaks; children log to files
+    run(Settings(), DemoPlan(), once=once, fresh=fresh)

@@ -1,0 +1,60 @@
+"""`gridshare stack up|down|status|broker-config` and `gridshare migrate`."""
+
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gridshare.core import db, stack
+from gridshare.core.broker_auth import BrokerAuth
+from gridshare.core.settings import Settings
+from gridshare.core.stack.mosquitto import render_config
+
+stack_app = typer.Typer(no_args_is_help=True, help="The local PostgreSQL, Mosquitto and Anvil.")
+console = Console()
+
+
+@stack_app.command("up")
+def stack_up() -> None:
+    """Start the local stack (a no-op for services already running) and migrate the schema."""
+    settings = Settings()
+    for name, started in stack.up(settings).items():
+        console.print(f"{name}: {'started' if started else 'already running'}")
+    applied = db.migrate(settings)
+    console.print(f"schema: {len(applied)} migration(s) applied")
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop what `stack up` started."""
+    for name, was_running in stack.down(Settings()).items():
+        console.print(f"{name}: {'stopped' if was_running else 'not running'}")
+
+
+@stack_app.command("status")
+def stack_status() -> None:
+    """One line per service."""
+    table = Table(show_header=False, box=None)
+    for name, state in stack.status(Settings()).items():
+        table.add_row(name, state)
+    console.print(table)
+
+
+@stack_app.command("broker-config")
+def stack_broker_config(listen: str = "0.0.0.0:1883") -> None:
+    """Write the broker's config, password and ACL files into the state dir, for a broker
+    run elsewhere (docker-compose mounts the state volume into the Mosquitto container)."""
+    settings = Settings()
+    auth = BrokerAuth(settings)
+    auth.ensure_service_accounts()
+    host, _, port = listen.rpartition(":")
+    config = auth.dir / "mosquitto.conf"
+    config.write_text(render_config(auth, host, int(port), as_root=True))
+    console.print(f"broker config: {config}")
+
+
+def migrate() -> None:
+    """Apply pending database migrations."""
+    applied = db.migrate(Settings())
+    console.print(f"schema: {len(applied)} migration(s) applied")
