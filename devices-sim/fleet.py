@@ -21,7 +21,6 @@ import heapq
 import json
 import logging
 import random
-import resource
 import secrets
 import signal
 import threading
@@ -36,6 +35,7 @@ from typing import Any
 import uvloop
 
 from gridshare.core.settings import Settings
+from gridshare.core.stack.process import raise_open_files_limit
 from gridshare.gateway.identity import DeviceIdentity
 from gridshare.sim.device import Outgoing, SimDevice, status_message
 from gridshare.sim.faults import FaultPlan
@@ -673,14 +673,6 @@ def read_acked(path: Path, kinds: set[str] | None = None) -> list[tuple[str, int
             if kinds is None or kind in kinds:
                 out.append((device_id, int(seq)))
     return out
-
-
-def raise_open_files_limit() -> int:
-    """One socket per device: lift the soft RLIMIT_NOFILE to the hard limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return hard
 
 
 def _start_time(

@@ -151,6 +151,8 @@ def _simulate(
     """Run the fleet in a thread; show sim time, stored readings and attested epochs until
     every acknowledged reading is stored and every epoch attested (or a bounded wait ends)."""
     midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    # a first run starts 14 days back at midnight; a resumed one where the last run ended
+    resumed = (settings.state_path / "sim" / "checkpoint.json").exists()
     # past the last bound by two reading intervals, so every device reports after it and
     # the last epoch closes
     duration = plan.days * DAY + 2 * plan.interval
@@ -160,7 +162,7 @@ def _simulate(
         seed=plan.seed,
         speed=duration / plan.wall_seconds,
         interval=plan.interval,
-        start=midnight - timedelta(days=plan.days),
+        start=None if resumed else midnight - timedelta(days=plan.days),
     )
     runner = threading.Thread(target=fleet.run, args=(duration,), name="fleet")
     progress = Progress(
@@ -174,6 +176,7 @@ def _simulate(
         hours = progress.add_task("simulated hours", total=duration // 3600)
         readings = progress.add_task("readings stored / acknowledged", total=None)
         epochs = {p: progress.add_task(f"epochs attested {p}", total=plan.days) for p in pools}
+        stored_before, attested_before = _progress_figures(conn)
         runner.start()
         last_change, last_figures = time.monotonic(), (0, 0)
         try:
@@ -181,6 +184,8 @@ def _simulate(
                 children.check()
                 acked = fleet.stats.acked_readings
                 stored, attested = _progress_figures(conn)
+                stored -= stored_before
+                attested = {p: n - attested_before.get(p, 0) for p, n in attested.items()}
                 elapsed = min(duration, fleet.sim_now() - fleet.start)
                 progress.update(hours, completed=elapsed // 3600)
                 progress.update(readings, completed=stored, total=max(acked, stored))

@@ -12,7 +12,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 from gridshare.core.broker_auth import ADMIN_USER, BrokerAuth
 from gridshare.core.errors import StackError
 from gridshare.core.settings import Settings
-from gridshare.core.stack.process import ManagedProcess, port_open, wait_until
+from gridshare.core.stack.process import (
+    ManagedProcess,
+    port_open,
+    raise_open_files_limit,
+    wait_until,
+)
 from gridshare.core.stack.service import LocalService
 
 
@@ -43,6 +48,7 @@ class Mosquitto(LocalService):
         self.config_file.write_text(
             render_config(self.auth, self.host, self.port, as_root=os.geteuid() == 0)
         )
+        raise_open_files_limit()  # one connection per device
         self.process.start([binary, "-c", str(self.config_file)])
         wait_until(self.healthy, 30, "accepting logins", self.process)
 
