@@ -30,6 +30,8 @@ def decode(kind: str, untrusted_cursor: str, types: tuple[type, ...]) -> list[st
         or len(value) != len(types) + 1
         or value[0] != kind
         or not all(type(v) is t for v, t in zip(value[1:], types, strict=True))
+        or any(isinstance(v, str) and "\x00" in v for v in value)
+        or any(isinstance(v, int) and not -(2**63) <= v < 2**63 for v in value)
     ):
         raise bad_request("cursor: not a cursor from this listing")
     return value[1:]

@@ -66,11 +66,17 @@ def device_from_row(row: tuple) -> Device:
 @router.get("", response_model=DevicePage, summary="Page of devices with current state")
 async def list_devices(
     conn: Conn,
-    pool: Annotated[str | None, Query(max_length=100, description="pool name")] = None,
+    pool: Annotated[
+        str | None, Query(max_length=100, pattern=r"^[A-Za-z0-9_.-]+$", description="pool name")
+    ] = None,
     type: Annotated[DeviceType | None, Query(description="device type")] = None,
     status: Annotated[
         str | None,
-        Query(max_length=32, description="idle, charging, ..., or online / offline"),
+        Query(
+            max_length=32,
+            pattern=r"^[a-z_]+$",
+            description="idle, charging, ..., or online / offline",
+        ),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=200, description="from next_cursor")] = None,

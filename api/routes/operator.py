@@ -24,7 +24,9 @@ router = APIRouter(
 @router.get("/quarantine", response_model=QuarantinePage, summary="Rejected messages, newest first")
 async def quarantine(
     conn: Conn,
-    reason: Annotated[str | None, Query(max_length=32, description="e.g. bad_signature")] = None,
+    reason: Annotated[
+        str | None, Query(max_length=32, pattern=r"^[a-z_]+$", description="e.g. bad_signature")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> QuarantinePage:

@@ -29,9 +29,11 @@ from gridshare.oracle.leaves import LEAF_NAMES, LEAF_TYPES, DeviceLeaf
 router = APIRouter(prefix="/v1/pools", tags=["pools"])
 log = logging.getLogger(__name__)
 
-PoolName = Annotated[str, Path(description="e.g. pv-plant-1", max_length=100)]
+PoolName = Annotated[
+    str, Path(description="e.g. pv-plant-1", max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
+]
 Epoch = Annotated[int, Path(ge=1, le=2**63 - 1)]
-DeviceId = Annotated[str, Path(max_length=64)]
+DeviceId = Annotated[str, Path(max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 CURRENCY = "HKD"
 ATTESTED_STATES = ("submitted", "confirmed")
 

@@ -24,7 +24,10 @@ HEARTBEAT_SECONDS = 15.0
 async def stream(
     ctx: Context,
     request: Request,
-    pool: Annotated[str | None, Query(max_length=100, description="only this pool")] = None,
+    pool: Annotated[
+        str | None,
+        Query(max_length=100, pattern=r"^[A-Za-z0-9_.-]+$", description="only this pool"),
+    ] = None,
     device_id: Annotated[str | None, Query(max_length=64, description="only this device")] = None,
 ) -> StreamingResponse:
     """Events `device` with a JSON `DeviceUpdate` each, as ingest commits readings; a comment

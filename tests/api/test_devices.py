@@ -61,6 +61,9 @@ def test_bad_parameters_are_400(client: TestClient, fleet: Fleet) -> None:
         ("/v1/devices", {"limit": 0}),
         ("/v1/devices", {"cursor": "not-a-cursor"}),
         ("/v1/devices", {"type": "toaster"}),
+        ("/v1/devices", {"pool": "nul\x00byte"}),  # PostgreSQL text cannot hold NUL: 400, not 500
+        ("/v1/pools/nul%00byte", {}),
+        ("/v1/devices", {"cursor": "WyJkZXZpY2VzIiwiYVx1MDAwMGIiXQ"}),  # ["devices","a\u0000b"]
         (f"/v1/devices/{device}/income", {"bucket": "7m"}),
         (f"/v1/devices/{device}/income", {"start": "yesterday"}),
         (
