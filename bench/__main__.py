@@ -30,7 +30,7 @@ TARGETS: list[tuple[str, str, str, float, str]] = [
     ("oracle", "seconds.total", "<=", 5.0, "oracle epoch, 10k devices, seconds"),
     (
         "api",
-        "one_worker.device_state_at_500_rps.p99_ms",
+        "device_state_p99_ms_at_500_rps",
         "<=",
         50.0,
         "device state p99 at 500 rps, ms",
