@@ -6,6 +6,8 @@ when one ingest worker verifies thousands of readings per second.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from coincurve import PrivateKey, PublicKey
 from sha3 import keccak_256  # safe-pysha3: a C keccak ~8x faster than eth-hash's default backend
 
@@ -50,9 +52,11 @@ def address_of(public: PublicKey) -> str:
     return checksum_address(keccak_256(public.format(compressed=False)[1:]).digest()[-20:])
 
 
+@lru_cache(maxsize=1 << 16)
 def checksum_address(raw: bytes) -> str:
     """EIP-55 mixed-case hex of a 20-byte address (what eth-utils' to_checksum_address
-    returns, without its input normalisation, which costs more than the recovery itself)."""
+    returns, without its input normalisation, which costs more than the recovery itself).
+    Cached: a verifier sees the same fleet of signers over and over."""
     lower = raw.hex()
     nibbles = keccak_256(lower.encode()).hexdigest()
     return "0x" + "".join(

@@ -17,6 +17,9 @@ Status is always read through a plain subscription by every worker: MQTT 5 (§4.
 retained messages to shared subscriptions, and the status topic's state is retained; status
 updates are idempotent, so every worker applying them is harmless.
 
+Each message is classified (parsed, validated, signature checked) as it arrives, on the
+network thread, so that work overlaps the main thread's database round trips.
+
 PUBACKs are sent only by `ack`, after the batch holding the messages is committed. Each message
 carries the session epoch it arrived in; if the broker ever reports a fresh session (it lost
 ours), acks for messages of the old session are not sent, since their packet ids may now
@@ -30,7 +33,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
@@ -43,7 +46,7 @@ from gridshare.core.broker_auth import INGEST_USER, BrokerAuth
 from gridshare.core.errors import ConfigError, ServiceUnreachable
 from gridshare.core.settings import Settings
 from gridshare.ingest.metrics import SUBSCRIBED
-from gridshare.ingest.validate import Message
+from gridshare.ingest.validate import Message, Verdict
 
 SHARE_GROUP = "gridshare-ingest"
 TELEMETRY_TOPICS = "gridshare/v1/devices/+/telemetry"
@@ -76,12 +79,20 @@ def redacted(url: str) -> str:
 
 
 class BrokerLink:
-    """Receives into `inbox`; acknowledges on request; reconnects on its own."""
+    """Receives messages, classifies them into `inbox`; acknowledges on request; reconnects
+    on its own."""
 
-    def __init__(self, settings: Settings, client_id: str, receive_maximum: int) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        client_id: str,
+        receive_maximum: int,
+        classify: Callable[[Message], Verdict],
+    ) -> None:
         self.settings = settings
         self.client_id = client_id
-        self.inbox: queue.Queue[Message] = queue.Queue()
+        self.classify = classify
+        self.inbox: queue.Queue[Verdict] = queue.Queue()
         self.epoch = 0
         self.telemetry = SHARED_TELEMETRY if settings.ingest_shared else TELEMETRY_TOPICS
         self._connected = threading.Event()
@@ -193,20 +204,19 @@ class BrokerLink:
             topic = msg.topic
         except UnicodeDecodeError:
             topic = repr(msg._topic)
-        self.inbox.put(
-            Message(
-                mid=msg.mid,
-                qos=msg.qos,
-                epoch=self.epoch,
-                topic=topic,
-                payload=bytes(msg.payload),
-                received_at=time.time(),
-                received_mono=time.monotonic(),
-            )
+        message = Message(
+            mid=msg.mid,
+            qos=msg.qos,
+            epoch=self.epoch,
+            topic=topic,
+            payload=bytes(msg.payload),
+            received_at=time.time(),
+            received_mono=time.monotonic(),
         )
+        self.inbox.put(self.classify(message))
 
 
-def collect(inbox: queue.Queue[Message], size: int, seconds: float, idle: float) -> list[Message]:
+def collect(inbox: queue.Queue[Verdict], size: int, seconds: float, idle: float) -> list[Verdict]:
     """A batch: waits up to `idle` for a first message, then until `size` messages or
     `seconds` after that first one."""
     try:

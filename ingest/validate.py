@@ -76,6 +76,22 @@ def claimed_id(topic: str) -> str | None:
 
 def classify(message: Message, directory: DeviceDirectory) -> Verdict:
     """Decide what one message is. Never raises on any input."""
+    try:
+        return _classify(message, directory)
+    except Exception as exc:  # an unforeseen failure on untrusted input: the worker goes on
+        return Rejection(message, QuarantineReason.SCHEMA_ERROR, f"unexpected: {exc!r}"[:300])
+
+
+def unknown_claim(verdict: Verdict) -> str | None:
+    """The claimed id of a message rejected as `unknown_device`: the directory may not have
+    known the device *yet* when the message was classified, so the caller makes sure it is
+    current for that id and classifies the message again."""
+    if isinstance(verdict, Rejection) and verdict.reason is QuarantineReason.UNKNOWN_DEVICE:
+        return claimed_id(verdict.message.topic) or ""
+    return None
+
+
+def _classify(message: Message, directory: DeviceDirectory) -> Verdict:
     match = TOPIC_RE.match(message.topic)
     if match is None:
         return Rejection(message, QuarantineReason.SCHEMA_ERROR, "not a device topic")

@@ -23,7 +23,7 @@ from gridshare.core.settings import Settings
 from gridshare.ingest import metrics
 from gridshare.ingest.broker import BrokerLink, collect
 from gridshare.ingest.devices import DeviceDirectory
-from gridshare.ingest.validate import Message, Rejection, Verdict, claimed_id, classify
+from gridshare.ingest.validate import Rejection, Verdict, classify, unknown_claim
 from gridshare.ingest.writer import BatchWriter, Outcome
 
 TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError, ServiceUnreachable)
@@ -53,7 +53,10 @@ class Worker:
         self.client_id = default_client_id(settings)
         self.directory = DeviceDirectory()
         self.link = BrokerLink(
-            settings, self.client_id, min(65535, max(1000, 4 * settings.ingest_batch_size))
+            settings,
+            self.client_id,
+            min(65535, max(1000, 4 * settings.ingest_batch_size)),
+            lambda message: classify(message, self.directory),
         )
         self.stopping = False
         self._conn: psycopg.Connection | None = None
@@ -64,7 +67,7 @@ class Worker:
 
     def run(self) -> None:
         db.migrate(self.settings)
-        self._database()
+        self.directory.ensure(self._database().conn, ())  # loads every registered device
         metrics.serve(self.settings.ingest_metrics_port)
         self.link.start()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -118,15 +121,14 @@ class Worker:
                 return False
         return not self._gave_up and self.link.inbox.empty()
 
-    def commit(self, batch: list[Message]) -> bool:
+    def commit(self, batch: list[Verdict]) -> bool:
         """Write one batch and acknowledge it; False if given up because we are stopping."""
         attempt = 0
         while True:
             started = time.perf_counter()
             try:
                 writer = self._database()
-                self.directory.ensure(writer.conn, filter(None, map(claimed_id, _topics(batch))))
-                outcome = writer.write([_classify(m, self.directory) for m in batch])
+                outcome = writer.write(self._recheck(writer.conn, batch))
             except TRANSIENT as exc:
                 self._lost_database(exc)
                 attempt += 1
@@ -137,18 +139,26 @@ class Worker:
                 continue
             except psycopg.Error as exc:
                 return self._isolate(batch, exc)
-            self.link.ack(batch)
+            self.link.ack(v.message for v in batch)
             self._count(batch, outcome, time.perf_counter() - started)
             return True
 
-    def _isolate(self, batch: list[Message], exc: psycopg.Error) -> bool:
+    def _recheck(self, conn: psycopg.Connection, batch: list[Verdict]) -> list[Verdict]:
+        """Look up devices the cache did not know and classify their messages again."""
+        unknown = {i: d for i, v in enumerate(batch) if (d := unknown_claim(v)) is not None}
+        self.directory.ensure(conn, [d for d in unknown.values() if d])
+        return [
+            classify(v.message, self.directory) if i in unknown else v for i, v in enumerate(batch)
+        ]
+
+    def _isolate(self, batch: list[Verdict], exc: psycopg.Error) -> bool:
         """The database refused the batch's data (not a connection problem): write message
         by message, and quarantine a message the database refuses on its own."""
         log.warning("batch refused, writing one by one", extra={"fields": {"error": str(exc)}})
         if len(batch) > 1:
             return all([self.commit([m]) for m in batch])
         rejection = Rejection(
-            batch[0], QuarantineReason.SCHEMA_ERROR, f"database refused it: {exc}"[:300]
+            batch[0].message, QuarantineReason.SCHEMA_ERROR, f"database refused it: {exc}"[:300]
         )
         while True:
             try:
@@ -159,7 +169,7 @@ class Worker:
                     self._gave_up = True
                     return False
                 continue
-            self.link.ack(batch)
+            self.link.ack(v.message for v in batch)
             self._count(batch, outcome, 0.0)
             return True
 
@@ -198,7 +208,7 @@ class Worker:
         if gone:
             log.info("devices offline", extra={"fields": {"devices": len(gone)}})
 
-    def _count(self, batch: list[Message], outcome: Outcome, seconds: float) -> None:
+    def _count(self, batch: list[Verdict], outcome: Outcome, seconds: float) -> None:
         stored = len(outcome.stored) + len(outcome.statuses)
         for name, count in (
             ("stored", stored),
@@ -211,16 +221,4 @@ class Worker:
             metrics.QUARANTINED.labels(rejection.reason.value).inc()
         metrics.BATCH_SECONDS.observe(seconds)
         metrics.BATCH_SIZE.set(len(batch))
-        metrics.LAG_SECONDS.set(time.monotonic() - min(m.received_mono for m in batch))
-
-
-def _topics(batch: list[Message]) -> list[str]:
-    return [m.topic for m in batch]
-
-
-def _classify(message: Message, directory: DeviceDirectory) -> Verdict:
-    """`classify`, with any unforeseen failure on untrusted input made a rejection."""
-    try:
-        return classify(message, directory)
-    except Exception as exc:  # the worker must not die on input
-        return Rejection(message, QuarantineReason.SCHEMA_ERROR, f"unexpected: {exc!r}"[:300])
+        metrics.LAG_SECONDS.set(time.monotonic() - min(v.message.received_mono for v in batch))

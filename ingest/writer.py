@@ -30,8 +30,12 @@ COLUMNS = (
     "time, device_id, seq, status, power_w, soc_pct, energy_wh_total, sessions_total,"
     " revenue_minor_total, currency, received_at"
 )
-STAGING = """CREATE TEMP TABLE IF NOT EXISTS ingest_staging
-    (LIKE telemetry INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"""
+STAGING = (
+    "CREATE TEMP TABLE IF NOT EXISTS ingest_staging"
+    " (LIKE telemetry INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
+    "CREATE TEMP TABLE IF NOT EXISTS ingest_state"
+    " (LIKE device_state INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
+)
 MOVE = f"""INSERT INTO telemetry ({COLUMNS})
 SELECT {COLUMNS} FROM ingest_staging s
 WHERE NOT EXISTS (SELECT 1 FROM telemetry t WHERE t.device_id = s.device_id AND t.seq = s.seq)
@@ -49,19 +53,6 @@ STATE_COLUMNS = (
     "energy_wh_total",
     "sessions_total",
     "revenue_minor_total",
-)
-STATE_TYPES = (
-    "bool",
-    "text",
-    "timestamptz",
-    "timestamptz",
-    "int8",
-    "int8",
-    "float8",
-    "float8",
-    "int8",
-    "int8",
-    "int8",
 )
 NEIGHBOURS = """SELECT c.i,
   EXISTS (SELECT 1 FROM telemetry t WHERE t.device_id = c.d AND t.seq = c.s),
@@ -97,7 +88,8 @@ class BatchWriter:
 
     def __init__(self, conn: psycopg.Connection) -> None:
         self.conn = conn
-        conn.execute(STAGING)
+        for statement in STAGING:
+            conn.execute(statement)
         self._with_state: set[str] = set()
 
     def write(self, verdicts: list[Verdict]) -> Outcome:
@@ -107,6 +99,7 @@ class BatchWriter:
         device_ids = sorted(
             {r.telemetry.device_id for r in readings} | {s.device_id for s in statuses}
         )
+        self._create_states(device_ids)
         with self.conn.transaction():
             states = self._lock_states(device_ids)
             readings = [r for r in readings if self._known(r, states, outcome)]
@@ -136,21 +129,27 @@ class BatchWriter:
             self._notify(changed)
         return changed
 
-    def _lock_states(self, device_ids: list[str]) -> dict[str, dict]:
-        """Create missing device_state rows, then lock the batch's rows in id order."""
-        if not device_ids:
-            return {}
+    def _create_states(self, device_ids: list[str]) -> None:
+        """Give new devices a device_state row, committed at once and apart from the batch:
+        two workers inserting rows inside their batches could each hold one the other
+        needs to lock next."""
         missing = [d for d in device_ids if d not in self._with_state]
         if missing:
             self.conn.execute(
                 "INSERT INTO device_state (device_id) SELECT device_id FROM devices"
-                " WHERE device_id = ANY(%s) ORDER BY device_id ON CONFLICT DO NOTHING",
-                (missing,),
+                " WHERE device_id = ANY(string_to_array(%s, ','))"
+                " ORDER BY device_id ON CONFLICT DO NOTHING",
+                (",".join(missing),),
             )
+
+    def _lock_states(self, device_ids: list[str]) -> dict[str, dict]:
+        """Lock the batch's device_state rows in id order; their current values."""
+        if not device_ids:
+            return {}
         rows = self.conn.execute(
             f"SELECT device_id, {', '.join(STATE_COLUMNS)} FROM device_state"
-            " WHERE device_id = ANY(%s) ORDER BY device_id FOR UPDATE",
-            (device_ids,),
+            " WHERE device_id = ANY(string_to_array(%s, ',')) ORDER BY device_id FOR UPDATE",
+            (",".join(device_ids),),
         ).fetchall()
         return {row[0]: dict(zip(STATE_COLUMNS, row[1:], strict=True)) for row in rows}
 
@@ -261,16 +260,17 @@ class BatchWriter:
                 )
         changed = {d: s for d, s in changed.items() if s != states[d]}
         if changed:
-            ids = sorted(changed)
-            arrays = [ids] + [[changed[d][c] for d in ids] for c in STATE_COLUMNS]
-            casts = ", ".join(f"%s::{t}[]" for t in ("text", *STATE_TYPES))
-            assignments = ", ".join(f"{c} = u.{c}" for c in STATE_COLUMNS)
-            self.conn.execute(
-                f"UPDATE device_state d SET {assignments}, updated_at = now()"
-                f" FROM unnest({casts}) AS u(device_id, {', '.join(STATE_COLUMNS)})"
-                " WHERE d.device_id = u.device_id",
-                arrays,
-            )
+            columns = ", ".join(STATE_COLUMNS)
+            with self.conn.cursor() as cur:
+                with cur.copy(f"COPY ingest_state (device_id, {columns}) FROM STDIN") as copy:
+                    for device_id in sorted(changed):
+                        state = changed[device_id]
+                        copy.write_row((device_id, *(state[c] for c in STATE_COLUMNS)))
+                cur.execute(
+                    f"UPDATE device_state d SET ({columns}, updated_at) ="
+                    f" ({', '.join('u.' + c for c in STATE_COLUMNS)}, now())"
+                    " FROM ingest_state u WHERE d.device_id = u.device_id"
+                )
             for device_id, state in changed.items():
                 states[device_id] = state
         return sorted(changed)

@@ -106,7 +106,7 @@ def test_two_workers_share_the_load(stack_settings, conn, ingest_worker, publish
             publisher.publish(device.topic, device.reading(seq))
     publisher.flush()
     total = len(devices) * 60
-    wait_until(lambda: count(stack_settings, devices)[0] >= total, 60, "every reading stored")
+    wait_until(lambda: count(stack_settings, devices)[0] >= total, 120, "every reading stored")
     time.sleep(1)
     assert count(stack_settings, devices) == (total, total)
     shares = [_stopped_totals(w) for w in workers]

@@ -220,3 +220,17 @@ def test_wrong_broker_password_fails_in_one_line(stack_env, stack_settings):
     )
     assert result.returncode == 1
     assert "broker unreachable" in result.stderr.splitlines()[-1]
+
+
+def test_devices_registered_while_the_worker_runs(conn, ingest_worker, publisher):
+    """The worker loaded its device cache at start; later devices are looked up on sight,
+    also for messages classified before the first lookup of their device returned."""
+    ingest_worker()
+    devices = register(conn, 30)
+    for seq in range(1, 11):
+        for device in devices:
+            publisher.publish(device.topic, device.reading(seq))
+    publisher.flush()
+    wait_until(lambda: stored(conn, devices)[0] >= 300, 30, "readings of new devices")
+    assert stored(conn, devices) == (300, 300)
+    assert not any(quarantined(conn, d.device_id) for d in devices)

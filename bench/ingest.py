@@ -1,0 +1,434 @@
+"""Ingest throughput and latency, with the broker's and the database's raw limits beside them.
+
+For fleets of 1,000 and 10,000 registered devices (signatures verified), on a private
+PostgreSQL and Mosquitto (free ports, temporary state dir):
+
+- `raw_broker_msgs_per_s`: the messages consumed by a paho subscriber and discarded;
+- `committed_msgs_per_s`: `gridshare ingest` storing them, first publish to last commit;
+- `p50/p99_latency_ms`: publish -> commit per message (PostgreSQL commit timestamps) at a paced
+  offered load of `LATENCY_RATE` msg/s; the same under the saturating run are given too;
+- `raw_copy_rows_per_s`: the same rows COPYed straight into a table shaped like `telemetry`;
+- `naive_insert_msgs_per_s`: a consumer validating each message and INSERTing it alone.
+
+Messages are signed before timing and published from a separate process. Prints JSON and
+writes bench/results/ingest.json. Target: >= 5,000 msg/s committed and >= half the slower
+raw limit.
+"""
+
+from __future__ import annotations
+
+import array
+import hashlib
+import json
+import os
+import pickle
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
+
+from gridshare.core import db
+from gridshare.core.broker_auth import ADMIN_USER, INGEST_USER, BrokerAuth
+from gridshare.core.payloads import TELEMETRY_TOPIC, encode_reading, format_ts, parse_telemetry
+from gridshare.core.settings import Settings
+from gridshare.core.signing import address_for_key, recover
+from gridshare.core.stack.mosquitto import Mosquitto
+from gridshare.core.stack.postgres import Postgres
+
+RESULTS = Path(__file__).resolve().parent / "results" / "ingest.json"
+GRIDSHARE = str(Path(sys.executable).with_name("gridshare"))
+FLEETS = {1_000: 30, 10_000: 3}  # devices: readings each in the saturating run
+LATENCY_MESSAGES = 10_000
+LATENCY_RATE = 2_500.0
+NAIVE_SECONDS = 10.0
+TARGET_COMMITTED = 5_000.0
+T0 = datetime(2026, 11, 30, tzinfo=UTC)
+COLUMNS = (
+    "time, device_id, seq, status, power_w, soc_pct, energy_wh_total, sessions_total,"
+    " revenue_minor_total, currency"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def mqtt_client(settings: Settings, user: str, client_id: str) -> mqtt.Client:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    client.username_pw_set(user, BrokerAuth(settings).service_accounts()[user])
+    return client
+
+
+# --- child processes -------------------------------------------------------------------
+
+
+def publish(settings: Settings, messages_file: str, times_file: str, rate: float) -> None:
+    """Publish every pre-signed message (QoS 1), as fast as possible or at `rate`; record
+    each publish's wall time."""
+    messages = pickle.loads(Path(messages_file).read_bytes())
+    client = mqtt_client(settings, ADMIN_USER, f"bench-pub-{secrets.token_hex(3)}")
+    client.max_inflight_messages_set(1000)
+    acked = [0]
+    client.on_publish = lambda *_: acked.__setitem__(0, acked[0] + 1)
+    client.connect(settings.mqtt_host, settings.mqtt_port)
+    client.loop_start()
+    times = array.array("d", bytes(8 * len(messages)))
+    started = time.monotonic()
+    for index, (topic, payload) in enumerate(messages):
+        if rate:
+            ahead = index / rate - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+        times[index] = time.time()
+        client.publish(topic, payload, qos=1)
+    while acked[0] < len(messages):
+        time.sleep(0.01)
+    client.disconnect()
+    client.loop_stop()
+    Path(times_file).write_bytes(times.tobytes())
+
+
+def consume(settings: Settings, expected: int, mode: str, seconds: float) -> None:
+    """Subscribe, then consume until `expected` messages or `seconds` after the first; print
+    {"count", "seconds"}. Mode `raw` discards; mode `naive` validates, verifies and INSERTs
+    each message in its own transaction."""
+    conn = db.connect(settings, autocommit=True) if mode == "naive" else None
+    addresses = dict(conn.execute("SELECT device_id, address FROM devices")) if conn else {}
+    state = {"count": 0, "first": 0.0, "last": 0.0}
+
+    def on_message(client, userdata, msg) -> None:
+        now = time.perf_counter()
+        if not state["count"]:
+            state["first"] = now
+        if conn is not None and now - state["first"] <= seconds:
+            reading, canonical = parse_telemetry(msg.payload)
+            if recover(canonical, reading.sig) == addresses[reading.device_id]:
+                conn.execute(
+                    f"INSERT INTO bench_naive ({COLUMNS}) VALUES"
+                    " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+                    (
+                        reading.ts,
+                        reading.device_id,
+                        reading.seq,
+                        reading.status,
+                        reading.power_w,
+                        reading.soc_pct,
+                        reading.energy_wh_total,
+                        reading.sessions_total,
+                        reading.revenue_minor_total,
+                        reading.currency,
+                    ),
+                )
+        elif conn is not None:
+            return
+        state["count"] += 1
+        state["last"] = time.perf_counter()
+
+    client = mqtt_client(settings, INGEST_USER, f"bench-sub-{secrets.token_hex(3)}")
+    client.on_message = on_message
+    client.on_connect = lambda c, *_: c.subscribe(TELEMETRY_TOPIC.format(device_id="+"), qos=1)
+    client.connect(settings.mqtt_host, settings.mqtt_port)
+    client.loop_start()
+    while not client.is_connected():
+        time.sleep(0.01)
+    time.sleep(0.3)  # subscribed
+    print("ready", flush=True)
+    while state["count"] < expected and not (
+        state["count"] and time.perf_counter() - state["first"] > seconds + 1
+    ):
+        time.sleep(0.01)
+    client.disconnect()
+    client.loop_stop()
+    print(json.dumps({"count": state["count"], "seconds": state["last"] - state["first"]}))
+
+
+# --- the run ---------------------------------------------------------------------------
+
+
+def child(settings: Settings, *args: object) -> list[str]:
+    env_settings = settings.model_dump_json()
+    return [sys.executable, __file__, "child", env_settings, *map(str, args)]
+
+
+def register(conn: psycopg.Connection, devices: int, tag: str) -> list[tuple[str, bytes]]:
+    pool = f"charging-pile-{tag}"
+    conn.execute(
+        "INSERT INTO pools (name, pool_id, device_type, share_bps) VALUES (%s, %s, %s, 7000)",
+        (pool, "0x" + hashlib.sha256(pool.encode()).hexdigest(), "charging_pile"),
+    )
+    fleet = [
+        (f"cp-{tag}-{i:05d}", hashlib.sha256(f"{tag}-{i}".encode()).digest())
+        for i in range(devices)
+    ]
+    with conn.cursor().copy("COPY devices (device_id, type, pool, address) FROM STDIN") as copy:
+        for device_id, key in fleet:
+            copy.write_row((device_id, "charging_pile", pool, address_for_key(key)))
+    return fleet
+
+
+def signed(fleet: list[tuple[str, bytes]], seqs: range) -> list[tuple[str, bytes]]:
+    """Every device's readings for `seqs`, interleaved the way a fleet publishes."""
+    messages = []
+    for seq in seqs:
+        for device_id, key in fleet:
+            fields = {
+                "v": 1,
+                "device_id": device_id,
+                "type": "charging_pile",
+                "seq": seq,
+                "ts": format_ts(T0 + timedelta(seconds=300 * seq)),
+                "status": "charging",
+                "power_w": 7200.0,
+                "soc_pct": 63.5,
+                "energy_wh_total": 600 * seq,
+                "sessions_total": seq // 12,
+                "revenue_minor_total": 150 * seq,
+                "currency": "HKD",
+            }
+            messages.append(
+                (TELEMETRY_TOPIC.format(device_id=device_id), encode_reading(fields, key))
+            )
+    return messages
+
+
+def run_publisher(
+    settings: Settings, messages: list, workdir: Path, rate: float = 0.0
+) -> array.array:
+    messages_file, times_file = workdir / "messages.pickle", workdir / "times.bin"
+    messages_file.write_bytes(pickle.dumps(messages))
+    subprocess.run(child(settings, "publish", messages_file, times_file, rate), check=True)
+    times = array.array("d")
+    times.frombytes(times_file.read_bytes())
+    return times
+
+
+def run_consumer(settings: Settings, messages: list, workdir: Path, mode: str) -> dict:
+    proc = subprocess.Popen(
+        child(settings, "consume", len(messages), mode, NAIVE_SECONDS if mode == "naive" else 600),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+    run_publisher(settings, messages, workdir)
+    out, _ = proc.communicate(timeout=900)
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def progress(line: str) -> None:
+    print(f"bench ingest: {line}", file=sys.stderr, flush=True)
+
+
+def start_worker(settings: Settings, tag: str, workdir: Path) -> subprocess.Popen:
+    """`gridshare ingest`, returned once subscribed (what is published before is lost to it)."""
+    env = {
+        **os.environ,
+        "GRIDSHARE_DB_URL": settings.db_url,
+        "GRIDSHARE_MQTT_URL": settings.mqtt_url,
+        "GRIDSHARE_STATE_DIR": str(settings.state_path),
+        "GRIDSHARE_INGEST_METRICS_PORT": "0",
+    }
+    log = workdir / f"ingest-{tag}.log"
+    with open(log, "w") as out:
+        worker = subprocess.Popen(
+            [GRIDSHARE, "ingest", "--worker", tag, "--retire"], env=env, stderr=out
+        )
+    deadline = time.monotonic() + 120
+    while "ingest worker running" not in log.read_text():
+        if worker.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"ingest worker did not start: {log.read_text()[-500:]}")
+        time.sleep(0.1)
+    time.sleep(0.5)  # SUBACK
+    return worker
+
+
+def commit_times(conn: psycopg.Connection, device_ids: list[str]) -> dict[tuple[str, int], float]:
+    rows = conn.execute(
+        "SELECT device_id, seq, extract(epoch FROM pg_xact_commit_timestamp(xmin))"
+        " FROM telemetry WHERE device_id = ANY(%s)",
+        (device_ids,),
+    )
+    return {(d, s): float(t) for d, s, t in rows}
+
+
+def wait_rows(
+    conn: psycopg.Connection, device_ids: list[str], expected: int, timeout: float
+) -> None:
+    deadline = time.monotonic() + timeout
+    query = "SELECT count(*) FROM telemetry WHERE device_id = ANY(%s)"
+    while (stored := conn.execute(query, (device_ids,)).fetchone()[0]) < expected:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"ingest stored {stored} of {expected} rows in {timeout}s")
+        time.sleep(0.05)
+
+
+def latencies(messages: list, times: array.array, committed: dict) -> list[float]:
+    result = []
+    for (_topic, payload), published in zip(messages, times, strict=True):
+        reading = json.loads(payload)
+        result.append((committed[(reading["device_id"], reading["seq"])] - published) * 1000)
+    return sorted(result)
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    return round(sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))], 1)
+
+
+def run_fleet(settings: Settings, devices: int, readings: int, workdir: Path) -> dict:
+    tag = f"b{devices}"
+    with db.connect(settings, autocommit=True) as conn:
+        fleet = register(conn, devices, tag)
+        device_ids = [d for d, _ in fleet]
+        started = time.perf_counter()
+        blast = signed(fleet, range(1, readings + 1))
+        paced_rounds = max(1, LATENCY_MESSAGES // devices)
+        paced = signed(fleet, range(readings + 1, readings + 1 + paced_rounds))
+        signing_seconds = time.perf_counter() - started
+
+        raw = run_consumer(settings, blast, workdir, "raw")
+
+        env = {
+            **os.environ,
+            "GRIDSHARE_DB_URL": settings.db_url,
+            "GRIDSHARE_MQTT_URL": settings.mqtt_url,
+            "GRIDSHARE_STATE_DIR": str(settings.state_path),
+            "GRIDSHARE_INGEST_METRICS_PORT": "0",
+            "GRIDSHARE_LOG_LEVEL": "WARNING",
+        }
+        worker = subprocess.Popen([GRIDSHARE, "ingest", "--worker", tag, "--retire"], env=env)
+        time.sleep(3)  # connected and subscribed
+        times = run_publisher(settings, blast, workdir)
+        wait_rows(conn, device_ids, len(blast), 300)
+        committed = commit_times(conn, device_ids)
+        blast_latency = latencies(blast, times, committed)
+        last_commit = max(committed.values())
+        committed_rate = len(blast) / (last_commit - times[0])
+
+        progress(f"{devices} devices: {committed_rate:.0f} msg/s committed")
+        times = run_publisher(settings, paced, workdir, LATENCY_RATE)
+        wait_rows(conn, device_ids, len(blast) + len(paced), 300)
+        paced_latency = latencies(paced, times, commit_times(conn, device_ids))
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(120)
+
+        rows = [
+            (
+                r.ts,
+                r.device_id,
+                r.seq,
+                r.status,
+                r.power_w,
+                r.soc_pct,
+                r.energy_wh_total,
+                r.sessions_total,
+                r.revenue_minor_total,
+                r.currency,
+            )
+            for r in (parse_telemetry(p)[0] for _, p in blast)
+        ]
+        conn.execute("DROP TABLE IF EXISTS bench_copy")
+        conn.execute(
+            "CREATE TABLE bench_copy (LIKE telemetry INCLUDING DEFAULTS INCLUDING INDEXES)"
+        )
+        started = time.perf_counter()
+        with (
+            conn.transaction(),
+            conn.cursor().copy(f"COPY bench_copy ({COLUMNS}) FROM STDIN") as copy,
+        ):
+            for row in rows:
+                copy.write_row(row)
+        copy_rate = len(rows) / (time.perf_counter() - started)
+        progress(f"{devices} devices: {copy_rate:.0f} rows/s COPY")
+        conn.execute("DROP TABLE bench_copy")
+
+        conn.execute("DROP TABLE IF EXISTS bench_naive")
+        conn.execute(
+            "CREATE TABLE bench_naive (LIKE telemetry INCLUDING DEFAULTS INCLUDING INDEXES)"
+        )
+        naive = run_consumer(settings, blast, workdir, "naive")
+        conn.execute("DROP TABLE bench_naive")
+
+    raw_rate = raw["count"] / raw["seconds"]
+    slower_raw = min(raw_rate, copy_rate)
+    return {
+        "devices": devices,
+        "messages": len(blast),
+        "signing_seconds": round(signing_seconds, 1),
+        "committed_msgs_per_s": round(committed_rate),
+        "p50_latency_ms": percentile(paced_latency, 0.50),
+        "p99_latency_ms": percentile(paced_latency, 0.99),
+        "latency_offered_msgs_per_s": LATENCY_RATE,
+        "latency_messages": len(paced),
+        "saturated_p50_latency_ms": percentile(blast_latency, 0.50),
+        "saturated_p99_latency_ms": percentile(blast_latency, 0.99),
+        "raw_broker_msgs_per_s": round(raw_rate),
+        "raw_copy_rows_per_s": round(copy_rate),
+        "naive_insert_msgs_per_s": round(naive["count"] / naive["seconds"]),
+        "share_of_slower_raw_limit": round(committed_rate / slower_raw, 2),
+        "meets_target": committed_rate >= TARGET_COMMITTED and committed_rate >= slower_raw / 2,
+    }
+
+
+def start_stack(settings: Settings) -> None:
+    """PostgreSQL with commit timestamps (for per-message latency) and Mosquitto."""
+    postgres = Postgres(settings)
+    postgres.up()
+    with open(postgres.data / "postgresql.conf", "a") as conf:
+        conf.write("track_commit_timestamp = on\n")
+    postgres.down()
+    postgres.up()
+    Mosquitto(settings).up()
+    db.migrate(settings)
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory(prefix="gridshare-bench-ingest-") as tmp:
+        settings = Settings(
+            state_dir=Path(tmp) / "state",
+            db_url=f"postgresql://gridshare@127.0.0.1:{free_port()}/gridshare",
+            mqtt_url=f"mqtt://127.0.0.1:{free_port()}",
+            ingest_metrics_port=0,
+        )
+        try:
+            start_stack(settings)
+            fleets = {
+                str(devices): run_fleet(settings, devices, readings, Path(tmp))
+                for devices, readings in FLEETS.items()
+            }
+        finally:
+            Mosquitto(settings).down()
+            Postgres(settings).down()
+    result = {
+        "benchmark": "ingest",
+        "cpus": os.cpu_count(),
+        "loadavg_1m": round(os.getloadavg()[0], 2),
+        "fleets": fleets,
+        "committed_msgs_per_s": min(f["committed_msgs_per_s"] for f in fleets.values()),
+        "target_committed_msgs_per_s": TARGET_COMMITTED,
+        "meets_target": all(f["meets_target"] for f in fleets.values()),
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "child":
+        child_settings = Settings.model_validate_json(sys.argv[2])
+        role, *rest = sys.argv[3:]
+        if role == "publish":
+            publish(child_settings, rest[0], rest[1], float(rest[2]))
+        else:
+            consume(child_settings, int(rest[0]), rest[1], float(rest[2]))
+    else:
+        main()
