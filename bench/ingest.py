@@ -4,9 +4,11 @@ For fleets of 1,000 and 10,000 registered devices (signatures verified), on a pr
 PostgreSQL and Mosquitto (free ports, temporary state dir):
 
 - `raw_broker_msgs_per_s`: the messages consumed by a paho subscriber and discarded;
-- `committed_msgs_per_s`: `gridshare ingest` storing them, first publish to last commit;
+- `committed_msgs_per_s`: `gridshare ingest` storing them, first publish to last commit (and
+  `committed_msgs_per_s_two_workers`: two `--shared` workers, on new readings);
 - `p50/p99_latency_ms`: publish -> commit per message (PostgreSQL commit timestamps) at a paced
-  offered load of `LATENCY_RATE` msg/s; the same under the saturating run are given too;
+  offered load of half the measured committed rate; the same under the saturating run (a
+  backlog of all messages at once) are given too;
 - `raw_copy_rows_per_s`: the same rows COPYed straight into a table shaped like `telemetry`;
 - `naive_insert_msgs_per_s`: a consumer validating each message and INSERTing it alone.
 
@@ -48,7 +50,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "ingest.json"
 GRIDSHARE = str(Path(sys.executable).with_name("gridshare"))
 FLEETS = {1_000: 30, 10_000: 3}  # devices: readings each in the saturating run
 LATENCY_MESSAGES = 10_000
-LATENCY_RATE = 2_500.0
+LATENCY_SHARE = 0.5  # latency is measured at this share of the measured committed rate
 NAIVE_SECONDS = 10.0
 TARGET_COMMITTED = 5_000.0
 T0 = datetime(2026, 11, 30, tzinfo=UTC)
@@ -229,7 +231,9 @@ def progress(line: str) -> None:
     print(f"bench ingest: {line}", file=sys.stderr, flush=True)
 
 
-def start_worker(settings: Settings, tag: str, workdir: Path) -> subprocess.Popen:
+def start_worker(
+    settings: Settings, tag: str, workdir: Path, shared: bool = False
+) -> subprocess.Popen:
     """`gridshare ingest`, returned once subscribed (what is published before is lost to it)."""
     env = {
         **os.environ,
@@ -241,7 +245,16 @@ def start_worker(settings: Settings, tag: str, workdir: Path) -> subprocess.Pope
     log = workdir / f"ingest-{tag}.log"
     with open(log, "w") as out:
         worker = subprocess.Popen(
-            [GRIDSHARE, "ingest", "--worker", tag, "--retire"], env=env, stderr=out
+            [
+                GRIDSHARE,
+                "ingest",
+                "--worker",
+                tag,
+                "--retire",
+                "--shared" if shared else "--no-shared",
+            ],
+            env=env,
+            stderr=out,
         )
     deadline = time.monotonic() + 120
     while "ingest worker running" not in log.read_text():
@@ -293,20 +306,14 @@ def run_fleet(settings: Settings, devices: int, readings: int, workdir: Path) ->
         blast = signed(fleet, range(1, readings + 1))
         paced_rounds = max(1, LATENCY_MESSAGES // devices)
         paced = signed(fleet, range(readings + 1, readings + 1 + paced_rounds))
+        first = readings + 1 + paced_rounds
+        second = signed(fleet, range(first, first + readings))
         signing_seconds = time.perf_counter() - started
 
         raw = run_consumer(settings, blast, workdir, "raw")
 
-        env = {
-            **os.environ,
-            "GRIDSHARE_DB_URL": settings.db_url,
-            "GRIDSHARE_MQTT_URL": settings.mqtt_url,
-            "GRIDSHARE_STATE_DIR": str(settings.state_path),
-            "GRIDSHARE_INGEST_METRICS_PORT": "0",
-            "GRIDSHARE_LOG_LEVEL": "WARNING",
-        }
-        worker = subprocess.Popen([GRIDSHARE, "ingest", "--worker", tag, "--retire"], env=env)
-        time.sleep(3)  # connected and subscribed
+        progress(f"{devices} devices: raw broker {raw}")
+        worker = start_worker(settings, tag, workdir)
         times = run_publisher(settings, blast, workdir)
         wait_rows(conn, device_ids, len(blast), 300)
         committed = commit_times(conn, device_ids)
@@ -315,11 +322,24 @@ def run_fleet(settings: Settings, devices: int, readings: int, workdir: Path) ->
         committed_rate = len(blast) / (last_commit - times[0])
 
         progress(f"{devices} devices: {committed_rate:.0f} msg/s committed")
-        times = run_publisher(settings, paced, workdir, LATENCY_RATE)
+        latency_rate = round(LATENCY_SHARE * committed_rate)
+        times = run_publisher(settings, paced, workdir, latency_rate)
         wait_rows(conn, device_ids, len(blast) + len(paced), 300)
         paced_latency = latencies(paced, times, commit_times(conn, device_ids))
         worker.send_signal(signal.SIGTERM)
         worker.wait(120)
+
+        # the same load shared by two workers (`--shared`), one per core
+        pair = [start_worker(settings, f"{tag}-{n}", workdir, shared=True) for n in (1, 2)]
+        before = len(blast) + len(paced)
+        times = run_publisher(settings, second, workdir)
+        wait_rows(conn, device_ids, before + len(second), 300)
+        last_commit = max(commit_times(conn, device_ids).values())
+        two_workers_rate = len(second) / (last_commit - times[0])
+        progress(f"{devices} devices: {two_workers_rate:.0f} msg/s committed by two workers")
+        for worker in pair:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(120)
 
         rows = [
             (
@@ -365,9 +385,10 @@ def run_fleet(settings: Settings, devices: int, readings: int, workdir: Path) ->
         "messages": len(blast),
         "signing_seconds": round(signing_seconds, 1),
         "committed_msgs_per_s": round(committed_rate),
+        "committed_msgs_per_s_two_workers": round(two_workers_rate),
         "p50_latency_ms": percentile(paced_latency, 0.50),
         "p99_latency_ms": percentile(paced_latency, 0.99),
-        "latency_offered_msgs_per_s": LATENCY_RATE,
+        "latency_offered_msgs_per_s": latency_rate,
         "latency_messages": len(paced),
         "saturated_p50_latency_ms": percentile(blast_latency, 0.50),
         "saturated_p99_latency_ms": percentile(blast_latency, 0.99),
