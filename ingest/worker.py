@@ -105,9 +105,15 @@ class Worker:
         return bool(batch)
 
     def _flush(self) -> bool:
-        """After a stop request: commit and ack what has arrived; the session stays."""
-        while not self._gave_up and self._step(idle=0):
-            pass
+        """After a stop request: commit and ack what had arrived by then (more keeps coming
+        while subscribed; the session keeps that for our return)."""
+        arrived = self.link.inbox.qsize()
+        while arrived > 0 and not self._gave_up:
+            batch = collect(self.link.inbox, min(arrived, self.settings.ingest_batch_size), 0, 0)
+            if not batch:
+                break
+            arrived -= len(batch)
+            self.commit(batch)
         return False
 
     def _retire(self) -> bool:

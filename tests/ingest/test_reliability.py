@@ -65,6 +65,18 @@ def test_kill_9_while_publishing_then_restart(stack_settings, conn, ingest_worke
     assert worker.stop() == 0
 
 
+def test_sigterm_and_restart_while_publishing(stack_settings, conn, ingest_worker, publisher):
+    worker = ingest_worker(retire=False)
+
+    def stop_and_restart() -> None:
+        assert worker.stop(timeout=30) == 0  # stops promptly, though messages keep coming
+        worker.start()  # the kept session held what was published meanwhile
+
+    publish_through(stack_settings, conn, publisher, stop_and_restart)
+    assert worker.stop() == 0
+    ingest_worker(worker.worker)  # the same session once more, retired at the end
+
+
 def test_broker_restart_while_publishing(stack_settings, conn, ingest_worker, publisher):
     worker = ingest_worker()
     broker = Mosquitto(stack_settings)
