@@ -145,7 +145,10 @@ class BrokerLink:
         if not self._client.is_connected():
             return False
         self._client.unsubscribe([self.telemetry, STATUS_SUBSCRIPTION])
-        return self._unsubscribed.wait(timeout)
+        if not self._unsubscribed.wait(timeout):
+            return False
+        SUBSCRIBED.set(0)
+        return True
 
     def stop(self, end_session: bool = False) -> None:
         """Disconnect after the queued acknowledgements are written; with `end_session`, the
