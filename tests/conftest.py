@@ -12,21 +12,16 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from gridshare.core import db, stack
+from gridshare.core import db
 from gridshare.core.settings import Settings
-from tests.support import stack_settings_for
+from tests.support import running_stack
 
 
 @pytest.fixture(scope="session")
 def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """A running, migrated local stack for the whole test session."""
-    settings = stack_settings_for(tmp_path_factory.mktemp("stack") / "state")
-    stack.up(settings)
-    try:
-        db.migrate(settings)
+    with running_stack(tmp_path_factory.mktemp("stack") / "state") as settings:
         yield settings
-    finally:
-        stack.down(settings)
 
 
 @pytest.fixture(scope="session")

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from gridshare.core import db, stack
 from gridshare.core.settings import Settings
 
 
@@ -25,3 +28,15 @@ def stack_settings_for(state_dir: Path) -> Settings:
         api_port=free_port(),
         ingest_metrics_port=free_port(),
     )
+
+
+@contextmanager
+def running_stack(state_dir: Path) -> Iterator[Settings]:
+    """A private, running, migrated stack for the duration of the block."""
+    settings = stack_settings_for(state_dir)
+    stack.up(settings)
+    try:
+        db.migrate(settings)
+        yield settings
+    finally:
+        stack.down(settings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,6 +11,20 @@ import pytest
 
 from gridshare.core.settings import Settings
 from tests.ingest.fleet import IngestProcess, Publisher
+from tests.support import running_stack
+
+
+@pytest.fixture(scope="package")
+def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """Ingest tests count every message the broker hands their workers, so they get a stack
+    of their own: no other suite's devices publish on it."""
+    with running_stack(tmp_path_factory.mktemp("ingest-stack") / "state") as settings:
+        yield settings
+
+
+@pytest.fixture(scope="package")
+def stack_env(stack_settings: Settings) -> dict[str, str]:
+    return {**os.environ, **stack_settings.as_env()}
 
 
 @pytest.fixture
