@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -219,9 +220,9 @@ def _progress_figures(conn) -> tuple[int, dict[str, int]]:  # type: ignore[no-un
 def _summary(
     settings: Settings, ctx: OracleContext, pools: list[str], claims: dict[str, int]
 ) -> Table:
-    table = Table(title="gridshare demo: per pool (amounts in HKD; tokens pay gHKD 1:1)")
+    table = Table(title="gridshare demo per pool (HKD; claimed: investor 0)", box=box.SIMPLE_HEAD)
     table.add_column("pool", no_wrap=True)
-    for column in ("devices", "energy kWh", "revenue", "epochs", "funded", "claimed (inv. 0)"):
+    for column in ("devices", "kWh", "revenue", "epochs", "funded", "claimed"):
         table.add_column(column, justify="right", no_wrap=True)
     with db.connect(settings, autocommit=True) as conn:
         for pool in pools:
