@@ -26,9 +26,16 @@ Uptime: each reading whose status is not `fault` or `maintenance` vouches for on
 reading interval (`reading_interval_seconds`, the devices' reporting interval) of uptime;
 the sum is capped at the period. (Order-free, so it costs one count per device.)
 
-Cost: the bound values are four index lookups per device; the counts are one aggregate over
-the period's rows, grouped by device without filtering on the pool first (per-row filtering
-on a 10,000-device list costs more than counting the other pools' rows too), then joined.
+Cost: everything is read per device of the pool from the covering index
+`telemetry_oracle_idx` (device_id, time, seq) INCLUDE (received_at, status, meters)
+(migration 0031) as index-only scans: four lookups for the readings around the bounds, one for
+the first reading ever when the device has readings before the period and no previous epoch
+(else that is the first reading at or after the start), and one aggregate over the device's
+readings of the period, which are adjacent in the index. So the work is proportional to the
+pool's readings in the period, not to all pools' or all periods', with no heap visits (while
+the visibility map is current, i.e. autovacuum keeps up) and no sorts. 10,000 devices with
+2.88 M readings: about 1.2-1.5 s on one core of the 2-core development machine, of which the
+aggregate (which has to visit every reading) is about two thirds; see docs/oracle.md.
 
 Only readings received up to the epoch's `data_cutoff` count, so every signer computing the
 same epoch sees the same data while ingest keeps writing.
@@ -68,7 +75,7 @@ def _bound(before: str, after: str, meter: str, bound: str) -> str:
 
 def _meter(meter: str) -> str:
     """Used start, bound values now, used end, figure and adjustment of one meter."""
-    start = f"coalesce(p_{meter}, f_{meter})"
+    start = f"coalesce(p_{meter}, f_{meter}, s1_{meter})"
     raw_s = f"coalesce({_bound('s0', 's1', meter, '%(start)s')}, {start})"
     raw_e = f"coalesce({_bound('e0', 'e1', meter, '%(end)s')}, {start})"
     return f"""
@@ -86,12 +93,9 @@ WITH devs AS (
     LEFT JOIN oracle_leaves p
            ON p.pool = d.pool AND p.epoch = %(epoch)s - 1 AND p.device_id = d.device_id
     WHERE d.pool = %(pool)s
-      AND (p.device_id IS NOT NULL OR EXISTS (
-            SELECT 1 FROM telemetry t WHERE t.device_id = d.device_id
-              AND t.time < %(end)s AND t.received_at <= %(cutoff)s))
 ),
 b AS (
-    SELECT v.*, s0.*, s1.*, e0.*, e1.*, f.*
+    SELECT v.*, s0.*, s1.*, e0.*, e1.*, f.*, a.*
     FROM devs v
     {_lookup("s0", "t.time < %(start)s", "t.time DESC, t.seq DESC")}
     {_lookup("s1", "t.time >= %(start)s", "t.time, t.seq")}
@@ -101,28 +105,29 @@ b AS (
         SELECT t.energy_wh_total AS f_e, t.revenue_minor_total AS f_r,
                coalesce(t.sessions_total, 0) AS f_s
         FROM telemetry t
-        WHERE NOT v.carried AND t.device_id = v.device_id AND t.received_at <= %(cutoff)s
+        WHERE NOT v.carried AND s0_t IS NOT NULL  -- else the first reading is s1
+          AND t.device_id = v.device_id AND t.received_at <= %(cutoff)s
         ORDER BY t.time, t.seq LIMIT 1) f ON true
+    LEFT JOIN LATERAL (
+        SELECT count(*) AS readings,
+               count(*) FILTER (WHERE t.status NOT IN {DOWN_STATUSES}) AS up_readings,
+               min(t.energy_wh_total) AS min_e, min(t.revenue_minor_total) AS min_r
+        FROM telemetry t
+        WHERE t.device_id = v.device_id AND t.time >= %(start)s AND t.time < %(end)s
+          AND t.received_at <= %(cutoff)s) a ON true
 ),
 m AS (
-    SELECT device_id, carried,
+    SELECT device_id, carried, readings, up_readings, min_e, min_r,
            CASE WHEN s1_t < %(end)s THEN s1_seq ELSE 0 END AS first_seq,
            CASE WHEN e0_t >= %(start)s THEN e0_seq ELSE 0 END AS last_seq,
            {_meter("e")}, {_meter("r")}, {_meter("s")}
     FROM b
-),
-a AS (
-    SELECT t.device_id, count(*) AS readings,
-           count(*) FILTER (WHERE t.status NOT IN {DOWN_STATUSES}) AS up_readings,
-           min(t.energy_wh_total) AS min_e, min(t.revenue_minor_total) AS min_r
-    FROM telemetry t
-    WHERE t.time >= %(start)s AND t.time < %(end)s AND t.received_at <= %(cutoff)s
-    GROUP BY t.device_id
+    WHERE carried OR e0_t IS NOT NULL  -- a leaf from its first reading before the period end
 )
 SELECT m.device_id, figure_e::bigint, figure_r::bigint, figure_s::bigint,
-       coalesce(a.readings, 0)::bigint, first_seq::bigint, last_seq::bigint,
-       LEAST(coalesce(a.up_readings, 0) * %(interval)s, %(period)s)::bigint,
-       (coalesce(a.min_e < start_e, false)::int + coalesce(a.min_r < start_r, false)::int),
+       readings, first_seq::bigint, last_seq::bigint,
+       LEAST(up_readings * %(interval)s, %(period)s)::bigint,
+       (coalesce(min_e < start_e, false)::int + coalesce(min_r < start_r, false)::int),
        adjust_e::bigint, adjust_r::bigint, start_e::bigint, end_e::bigint, start_r::bigint,
        end_r::bigint, start_s::bigint, end_s::bigint,
        CASE WHEN carried AND (adjust_e <> 0 OR adjust_r <> 0) THEN (
@@ -131,7 +136,7 @@ SELECT m.device_id, figure_e::bigint, figure_r::bigint, figure_s::bigint,
              AND t.time >= %(start)s - (%(end)s - %(start)s)
              AND t.received_at > %(prev_cutoff)s AND t.received_at <= %(cutoff)s)
        ELSE 0 END
-FROM m LEFT JOIN a USING (device_id)
+FROM m
 ORDER BY m.device_id
 """
 
@@ -183,5 +188,6 @@ def device_figures(
     }
     with conn.transaction():
         conn.execute("SET LOCAL jit = off")  # compiling this plan costs more than running it
-        rows = conn.execute(PERIOD_SQL, params).fetchall()  # type: ignore[arg-type]
+        cur = conn.cursor(binary=True)  # bigints as 8 bytes, not digits to parse
+        rows = cur.execute(PERIOD_SQL, params).fetchall()  # type: ignore[arg-type]
     return [DeviceFigures(*r) for r in rows]
