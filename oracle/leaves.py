@@ -55,9 +55,9 @@ LEAF_NAMES: tuple[str, ...] = (
 )
 
 _id_cache: dict[str, bytes] = {}
-# 13 words: bytes32, uint64, bytes32, 8 x uint (as 24 zero bytes + 64 bits), 2 x int256
-# (24 sign bytes + 64 bits)
-_FAST = struct.Struct(">32s24xQ32s" + "24xQ" * 8 + "24sq24sq")
+# 13 words in LEAF_TYPES order: uint64 and uint256 below 2^64 as 24 zero bytes + Q, uint32 as
+# 28 zero bytes + I, int256 within int64 as 24 sign bytes + q
+_FAST = struct.Struct(">32s24xQ32s24xQ24xQ24xQ28xI24xQ24xQ28xI28xI24sq24sq")
 _SIGN = (b"\x00" * 24, b"\xff" * 24)
 
 
@@ -108,39 +108,29 @@ class DeviceLeaf:
         )
 
     def signing_bytes(self) -> bytes:
-        """abi.encode of the fields (one struct.pack when every value fits 64 bits, as in
-        practice; the general path otherwise)."""
-        u64 = (
-            self.epoch,
-            self.energy_wh,
-            self.revenue_minor,
-            self.sessions,
-            self.readings,
-            self.first_seq,
-            self.last_seq,
-            self.uptime_seconds,
-            self.meter_resets,
-        )
-        adjustments = (self.adjustment_energy_wh, self.adjustment_revenue_minor)
-        small = all(0 <= v < 1 << 64 for v in u64) and all(
-            -(1 << 63) <= v < 1 << 63 for v in adjustments
-        )
-        narrow = (
-            self.readings < 1 << 32
-            and self.uptime_seconds < 1 << 32
-            and self.meter_resets < 1 << 32
-        )
-        if small and narrow:
+        """abi.encode of the fields: one struct.pack when every value fits its packed width
+        (as in practice; struct range-checks each), the general path otherwise."""
+        adjust_e, adjust_r = self.adjustment_energy_wh, self.adjustment_revenue_minor
+        try:
             return _FAST.pack(
                 text_id(self.pool),
                 self.epoch,
                 text_id(self.device_id),
-                *u64[1:],
-                _SIGN[adjustments[0] < 0],
-                adjustments[0],
-                _SIGN[adjustments[1] < 0],
-                adjustments[1],
+                self.energy_wh,
+                self.revenue_minor,
+                self.sessions,
+                self.readings,
+                self.first_seq,
+                self.last_seq,
+                self.uptime_seconds,
+                self.meter_resets,
+                _SIGN[adjust_e < 0],
+                adjust_e,
+                _SIGN[adjust_r < 0],
+                adjust_r,
             )
+        except struct.error:
+            pass
         return b"".join(
             (
                 text_id(self.pool),
@@ -154,8 +144,8 @@ class DeviceLeaf:
                 _word(self.last_seq, 64),
                 _word(self.uptime_seconds, 32),
                 _word(self.meter_resets, 32),
-                _signed_word(self.adjustment_energy_wh),
-                _signed_word(self.adjustment_revenue_minor),
+                _signed_word(adjust_e),
+                _signed_word(adjust_r),
             )
         )
 

@@ -3,9 +3,11 @@ and the period grid."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from eth_abi import encode
 
 from gridshare.core.chain.merkle import MerkleTree, leaf_hash, verify
@@ -37,6 +39,20 @@ def test_fast_encoding_is_abi_encode() -> None:
         leaf = random_leaf(rng, 64 if i % 2 else 250)  # the packed and the general path
         assert leaf.signing_bytes() == encode(list(LEAF_TYPES), list(leaf.values()))
         assert leaf.leaf_hash() == leaf_hash(LEAF_TYPES, leaf.values())
+
+
+def test_encoding_at_the_packed_widths_edges() -> None:
+    base = random_leaf(random.Random(3))
+    for change in (
+        {"energy_wh": 2**64 - 1, "readings": 2**32 - 1, "adjustment_energy_wh": -(2**63)},
+        {"energy_wh": 2**64, "uptime_seconds": 0, "adjustment_revenue_minor": 2**63},
+        {"meter_resets": 2**32 - 1, "adjustment_energy_wh": -(2**63) - 1},
+    ):
+        leaf = dataclasses.replace(base, **change)
+        assert leaf.signing_bytes() == encode(list(LEAF_TYPES), list(leaf.values()))
+    for bad in ({"readings": 2**32}, {"energy_wh": -1}, {"sessions": 2**64}):
+        with pytest.raises(ValueError):
+            dataclasses.replace(base, **bad).signing_bytes()
 
 
 def test_tree_matches_openzeppelin_standard_tree_dump() -> None:
