@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gridshare.core.signing import sign
@@ -118,12 +119,7 @@ def parse_telemetry(untrusted_raw: bytes) -> tuple[Telemetry, bytes]:
         raise PayloadError(
             QuarantineReason.TOO_LARGE, f"{len(untrusted_raw)} bytes > {MAX_PAYLOAD_BYTES}"
         )
-    try:
-        untrusted_object = json.loads(
-            untrusted_raw.decode("utf-8"), parse_constant=_reject_constant
-        )
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise PayloadError(QuarantineReason.PARSE_ERROR, str(exc)[:300]) from exc
+    untrusted_object = _loads(untrusted_raw)
     if not isinstance(untrusted_object, dict):
         raise PayloadError(QuarantineReason.SCHEMA_ERROR, "payload is not a JSON object")
     try:
@@ -143,6 +139,20 @@ def format_ts(moment: datetime) -> str:
     """RFC 3339 UTC with a Z suffix, millisecond precision at most."""
     text = moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return text.replace(".000Z", "Z")
+
+
+def _loads(untrusted_raw: bytes) -> Any:
+    """JSON text to Python objects, or PayloadError. orjson is the fast path; whatever it
+    refuses (integers beyond 64 bits, lone surrogate escapes, and every malformed input) is
+    decided by the standard parser, so the outcome is exactly that parser's."""
+    try:
+        return orjson.loads(untrusted_raw)
+    except orjson.JSONDecodeError:
+        pass
+    try:
+        return json.loads(untrusted_raw.decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise PayloadError(QuarantineReason.PARSE_ERROR, str(exc)[:300]) from exc
 
 
 def _reject_constant(name: str) -> float:

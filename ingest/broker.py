@@ -17,8 +17,8 @@ Status is always read through a plain subscription by every worker: MQTT 5 (§4.
 retained messages to shared subscriptions, and the status topic's state is retained; status
 updates are idempotent, so every worker applying them is harmless.
 
-Each message is classified (parsed, validated, signature checked) as it arrives, on the
-network thread, so that work overlaps the main thread's database round trips.
+This runs in the worker's receiving process (`receiver.py`): messages are handed on raw, as
+tuples, to `deliver`; parsing and checking them is the main process's work.
 
 PUBACKs are sent only by `ack`, after the batch holding the messages is committed. Each message
 carries the session epoch it arrived in; if the broker ever reports a fresh session (it lost
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -43,10 +42,8 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gridshare.core.broker_auth import INGEST_USER, BrokerAuth
-from gridshare.core.errors import ConfigError, ServiceUnreachable
+from gridshare.core.errors import ConfigError
 from gridshare.core.settings import Settings
-from gridshare.ingest.metrics import SUBSCRIBED
-from gridshare.ingest.validate import Message, Verdict
 
 SHARE_GROUP = "gridshare-ingest"
 TELEMETRY_TOPICS = "gridshare/v1/devices/+/telemetry"
@@ -78,21 +75,27 @@ def redacted(url: str) -> str:
     return f"{parts.scheme}://{host}"
 
 
+Raw = tuple[int, int, int, str, bytes, float, float]
+"""A received message: mid, qos, session epoch, topic, payload, wall and monotonic time."""
+
+
 class BrokerLink:
-    """Receives messages, classifies them into `inbox`; acknowledges on request; reconnects
-    on its own."""
+    """Receives messages and hands them to `deliver`; acknowledges on request; reconnects on
+    its own; reports readiness (subscribed or not) to `subscribed`."""
 
     def __init__(
         self,
         settings: Settings,
         client_id: str,
         receive_maximum: int,
-        classify: Callable[[Message], Verdict],
+        login: tuple[str, str],
+        deliver: Callable[[Raw], None],
+        subscribed: Callable[[bool], None],
     ) -> None:
         self.settings = settings
         self.client_id = client_id
-        self.classify = classify
-        self.inbox: queue.Queue[Verdict] = queue.Queue()
+        self.deliver = deliver
+        self.subscribed = subscribed
         self.epoch = 0
         self.telemetry = SHARED_TELEMETRY if settings.ingest_shared else TELEMETRY_TOPICS
         self._connected = threading.Event()
@@ -104,7 +107,7 @@ class BrokerLink:
             protocol=mqtt.MQTTv5,
             manual_ack=True,
         )
-        self._client.username_pw_set(*credentials(settings))
+        self._client.username_pw_set(*login)
         self._client.reconnect_delay_set(min_delay=1, max_delay=10)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
@@ -115,9 +118,8 @@ class BrokerLink:
         self._properties.SessionExpiryInterval = SESSION_EXPIRY
         self._properties.ReceiveMaximum = receive_maximum
 
-    def start(self, timeout: float = 10.0) -> None:
-        """Connect and subscribe, or raise a one-line error (unreachable or refused)."""
-        url = redacted(self.settings.mqtt_url)
+    def start(self, timeout: float = 10.0) -> str | None:
+        """Connect and subscribe; why not (unreachable or refused), or None."""
         try:
             self._client.connect(
                 self.settings.mqtt_host,
@@ -127,18 +129,19 @@ class BrokerLink:
                 properties=self._properties,
             )
         except OSError as exc:
-            raise ServiceUnreachable("broker", "GRIDSHARE_MQTT_URL", url, exc) from exc
+            return str(exc)
         self._client.loop_start()
         if not self._connected.wait(timeout) or self._refused:
             self.stop()
-            cause = self._refused or f"no CONNACK within {timeout:.0f}s"
-            raise ServiceUnreachable("broker", "GRIDSHARE_MQTT_URL", url, cause)
+            return self._refused or f"no CONNACK within {timeout:.0f}s"
+        return None
 
-    def ack(self, messages: Iterable[Message]) -> None:
-        """PUBACK each message, in the order received, if its session is still ours."""
-        for message in messages:
-            if message.qos and message.epoch == self.epoch:
-                self._client.ack(message.mid, message.qos)
+    def ack(self, messages: Iterable[tuple[int, int, int]]) -> None:
+        """PUBACK each (mid, qos, epoch), in the order received, if its session is still
+        ours."""
+        for mid, qos, epoch in messages:
+            if qos and epoch == self.epoch:
+                self._client.ack(mid, qos)
 
     def unsubscribe(self, timeout: float = 5.0) -> bool:
         """Ask for no further messages; True once the broker confirmed."""
@@ -147,7 +150,7 @@ class BrokerLink:
         self._client.unsubscribe([self.telemetry, STATUS_SUBSCRIPTION])
         if not self._unsubscribed.wait(timeout):
             return False
-        SUBSCRIBED.set(0)
+        self.subscribed(False)
         return True
 
     def stop(self, end_session: bool = False) -> None:
@@ -195,11 +198,11 @@ class BrokerLink:
         if refused:
             log.error("subscription refused", extra={"fields": {"reasons": refused}})
             return
-        SUBSCRIBED.set(1)
+        self.subscribed(True)
         log.info("subscribed", extra={"fields": {"subscription": self.telemetry}})
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        SUBSCRIBED.set(0)
+        self.subscribed(False)
         log.warning("disconnected from broker", extra={"fields": {"reason": str(reason_code)}})
 
     def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
@@ -207,30 +210,6 @@ class BrokerLink:
             topic = msg.topic
         except UnicodeDecodeError:
             topic = repr(msg._topic)
-        message = Message(
-            mid=msg.mid,
-            qos=msg.qos,
-            epoch=self.epoch,
-            topic=topic,
-            payload=bytes(msg.payload),
-            received_at=time.time(),
-            received_mono=time.monotonic(),
+        self.deliver(
+            (msg.mid, msg.qos, self.epoch, topic, msg.payload, time.time(), time.monotonic())
         )
-        self.inbox.put(self.classify(message))
-
-
-def collect(inbox: queue.Queue[Verdict], size: int, seconds: float, idle: float) -> list[Verdict]:
-    """A batch: waits up to `idle` for a first message, then until `size` messages or
-    `seconds` after that first one."""
-    try:
-        batch = [inbox.get(timeout=idle)]
-    except queue.Empty:
-        return []
-    deadline = time.monotonic() + seconds
-    while len(batch) < size:
-        remaining = deadline - time.monotonic()
-        try:
-            batch.append(inbox.get(timeout=remaining) if remaining > 0 else inbox.get_nowait())
-        except queue.Empty:
-            break
-    return batch

@@ -1,5 +1,10 @@
 """The ingest loop: batch, validate, commit, then acknowledge; retry the database forever.
 
+Messages arrive from the receiving process (`receiver.py`); this process validates them
+(schema, signature) and writes them, so the two halves run on two cores. Validation of the
+next batch runs on a thread while the current batch is written: the signature check (C, no
+interpreter lock) and PostgreSQL's work on the batch overlap the Python of the other half.
+
 A batch is acknowledged only after its transaction committed, so a crash at any point means
 the broker delivers the unacknowledged messages again and the (device_id, seq) key drops the
 copies. While the database is unreachable the batch is retried with backoff and nothing is
@@ -13,6 +18,7 @@ import logging
 import signal
 import socket
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import psycopg
 
@@ -21,9 +27,9 @@ from gridshare.core.errors import ServiceUnreachable
 from gridshare.core.payloads import QuarantineReason
 from gridshare.core.settings import Settings
 from gridshare.ingest import metrics
-from gridshare.ingest.broker import BrokerLink, collect
 from gridshare.ingest.devices import DeviceDirectory
-from gridshare.ingest.validate import Rejection, Verdict, classify, unknown_claim
+from gridshare.ingest.receiver import Receiver, ReceiverDied
+from gridshare.ingest.validate import Message, Rejection, Verdict, classify, unknown_claim
 from gridshare.ingest.writer import BatchWriter, Outcome
 
 TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError, ServiceUnreachable)
@@ -45,18 +51,15 @@ class Worker:
     """One ingest worker; `run` returns after SIGTERM/SIGINT once what arrived is committed.
 
     On stop the session is kept, so what is published meanwhile waits for the worker's
-    return; with `retire` the worker leaves for good (see `BrokerLink`)."""
+    return; with `retire` the worker leaves for good (see `broker.py`)."""
 
     def __init__(self, settings: Settings, retire: bool = False) -> None:
         self.settings = settings
         self.retire = retire
         self.client_id = default_client_id(settings)
         self.directory = DeviceDirectory()
-        self.link = BrokerLink(
-            settings,
-            self.client_id,
-            min(65535, max(1000, 4 * settings.ingest_batch_size)),
-            lambda message: classify(message, self.directory),
+        self.link = Receiver(
+            settings, self.client_id, min(65535, max(1000, 8 * settings.ingest_batch_size))
         )
         self.stopping = False
         self._conn: psycopg.Connection | None = None
@@ -64,6 +67,8 @@ class Worker:
         self._next_sweep = 0.0
         self._gave_up = False  # a batch was left unacknowledged because we are stopping
         self._totals = dict.fromkeys(metrics.OUTCOMES, 0)
+        self._validator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="validate")
+        self._ahead: Future[list[Verdict]] | None = None  # the next batch, being validated
 
     def run(self) -> None:
         db.migrate(self.settings)
@@ -79,6 +84,7 @@ class Worker:
                 self._step(idle=0.25)
             ended = self._retire() if self.retire else self._flush()
         finally:
+            self._validator.shutdown(cancel_futures=True)
             self.link.stop(end_session=ended)
             if self._conn is not None:
                 self._conn.close()
@@ -91,29 +97,44 @@ class Worker:
         self.stopping = True
 
     def _step(self, idle: float) -> bool:
-        """One batch (if any arrives within `idle`) and the periodic offline sweep."""
-        batch = collect(
-            self.link.inbox,
-            self.settings.ingest_batch_size,
-            self.settings.ingest_batch_seconds,
-            idle,
-        )
-        metrics.PENDING.set(self.link.inbox.qsize() + len(batch))
+        """Commit the batch validated meanwhile (if any) while the next one is validated;
+        then the periodic offline sweep. False once nothing arrived within `idle`."""
+        ready = self._take_ahead()
+        wait = (0.0, 0.0) if ready else (self.settings.ingest_batch_seconds, idle)
+        batch = self.link.inbox.take(self.settings.ingest_batch_size, *wait)
+        metrics.PENDING.set(len(self.link.inbox) + len(batch) + len(ready))
         if batch:
-            self.commit(batch)
+            self._ahead = self._validator.submit(self._classify, batch)
+        if ready:
+            self.commit(ready)
+        elif not batch and not self.link.alive:
+            raise ReceiverDied(
+                "the MQTT receiving process ended; restart the worker (what was not"
+                " committed is not acknowledged, so the broker delivers it again)"
+            )
         self._sweep()
-        return bool(batch)
+        return bool(ready or batch)
+
+    def _take_ahead(self) -> list[Verdict]:
+        ahead, self._ahead = self._ahead, None
+        return ahead.result() if ahead is not None else []
+
+    def _classify(self, batch: list[Message]) -> list[Verdict]:
+        return [classify(message, self.directory) for message in batch]
 
     def _flush(self) -> bool:
         """After a stop request: commit and ack what had arrived by then (more keeps coming
         while subscribed; the session keeps that for our return)."""
-        arrived = self.link.inbox.qsize()
+        ready = self._take_ahead()
+        if ready:
+            self.commit(ready)
+        arrived = len(self.link.inbox)
         while arrived > 0 and not self._gave_up:
-            batch = collect(self.link.inbox, min(arrived, self.settings.ingest_batch_size), 0, 0)
+            batch = self.link.inbox.take(min(arrived, self.settings.ingest_batch_size), 0, 0)
             if not batch:
                 break
             arrived -= len(batch)
-            self.commit(batch)
+            self.commit(self._classify(batch))
         return False
 
     def _retire(self) -> bool:
@@ -125,7 +146,7 @@ class Worker:
         while self._step(idle=DRAIN_IDLE):
             if self._gave_up or time.monotonic() > deadline:
                 return False
-        return not self._gave_up and self.link.inbox.empty()
+        return not self._gave_up and not self.link.inbox
 
     def commit(self, batch: list[Verdict]) -> bool:
         """Write one batch and acknowledge it; False if given up because we are stopping."""

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 
 import psycopg
 
-from gridshare.core.payloads import QuarantineReason
+from gridshare.core.payloads import QuarantineReason, Telemetry
 from gridshare.ingest.decide import Point, Stored, decide
 from gridshare.ingest.validate import Reading, Rejection, StatusChange, Verdict, claimed_id
 
@@ -30,6 +30,33 @@ COLUMNS = (
     "time, device_id, seq, status, power_w, soc_pct, energy_wh_total, sessions_total,"
     " revenue_minor_total, currency, received_at"
 )
+STAGING_TYPES = (
+    "timestamptz",
+    "text",
+    "int8",
+    "text",
+    "float8",
+    "float8",
+    "int8",
+    "int8",
+    "int8",
+    "text",
+    "timestamptz",
+)  # fmt: skip  (COLUMNS' types: binary COPY skips formatting and parsing text)
+STATE_TYPES = (
+    "text",
+    "bool",
+    "text",
+    "timestamptz",
+    "timestamptz",
+    "int8",
+    "int8",
+    "float8",
+    "float8",
+    "int8",
+    "int8",
+    "int8",
+)  # fmt: skip  (device_id and STATE_COLUMNS' types)
 STAGING = (
     "CREATE TEMP TABLE IF NOT EXISTS ingest_staging"
     " (LIKE telemetry INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
@@ -201,7 +228,8 @@ class BatchWriter:
         if not accepted:
             return [], []
         with self.conn.cursor() as cur:
-            with cur.copy(f"COPY ingest_staging ({COLUMNS}) FROM STDIN") as copy:
+            with cur.copy(f"COPY ingest_staging ({COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
+                copy.set_types(STAGING_TYPES)
                 for reading in accepted:
                     t = reading.telemetry
                     copy.write_row(
@@ -227,28 +255,45 @@ class BatchWriter:
     def _update_states(
         self, states: dict[str, dict], stored: list[Reading], statuses: list[StatusChange]
     ) -> list[str]:
-        """Fold the batch into each device's state, in arrival order; write changed rows."""
-        events: list[Reading | StatusChange] = sorted(
-            [*stored, *statuses], key=lambda e: e.message.received_mono
-        )
-        changed: dict[str, dict] = {}
+        """Fold the batch into each device's state and write the changed rows. In arrival
+        order the last event decides `online` (a reading means online); `last_seen` is the
+        latest time heard from it; the reading with the highest seq gives the meters."""
+        events: list[Reading | StatusChange] = [*stored, *statuses]
+        if stored and statuses:
+            events.sort(key=lambda e: e.message.received_mono)
+        online: dict[str, bool] = {}
+        heard: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        latest: dict[str, Telemetry] = {}
         for event in events:
-            heard = _wall(event.message.received_at)
             if isinstance(event, StatusChange):
                 if event.online is None:
                     continue
-                state = changed.setdefault(event.device_id, dict(states[event.device_id]))
-                state["online"] = event.online
-                if event.online:
-                    state["last_seen"] = _later(state["last_seen"], heard)
-                continue
-            t = event.telemetry
-            state = changed.setdefault(t.device_id, dict(states[t.device_id]))
-            state["online"] = True
-            state["last_seen"] = _later(state["last_seen"], heard)
-            state["readings"] += 1
-            if state["last_seq"] is None or t.seq > state["last_seq"]:
-                state.update(
+                device_id = event.device_id
+                online[device_id] = event.online
+                if not event.online:
+                    continue
+            else:
+                t = event.telemetry
+                device_id = t.device_id
+                online[device_id] = True
+                counts[device_id] = counts.get(device_id, 0) + 1
+                best = latest.get(device_id)
+                if best is None or t.seq > best.seq:
+                    latest[device_id] = t
+            at = event.message.received_at
+            if at > heard.get(device_id, 0.0):
+                heard[device_id] = at
+        changed: dict[str, dict] = {}
+        for device_id in sorted(online):
+            old = states[device_id]
+            new = dict(old, online=online[device_id])
+            new["readings"] += counts.get(device_id, 0)
+            if device_id in heard:
+                new["last_seen"] = _later(old["last_seen"], _wall(heard[device_id]))
+            t = latest.get(device_id)
+            if t is not None and (old["last_seq"] is None or t.seq > old["last_seq"]):
+                new.update(
                     status=t.status,
                     last_ts=t.ts,
                     last_seq=t.seq,
@@ -258,22 +303,24 @@ class BatchWriter:
                     sessions_total=t.sessions_total,
                     revenue_minor_total=t.revenue_minor_total,
                 )
-        changed = {d: s for d, s in changed.items() if s != states[d]}
+            if new != old:
+                changed[device_id] = new
         if changed:
             columns = ", ".join(STATE_COLUMNS)
             with self.conn.cursor() as cur:
-                with cur.copy(f"COPY ingest_state (device_id, {columns}) FROM STDIN") as copy:
-                    for device_id in sorted(changed):
-                        state = changed[device_id]
+                with cur.copy(
+                    f"COPY ingest_state (device_id, {columns}) FROM STDIN (FORMAT BINARY)"
+                ) as copy:
+                    copy.set_types(STATE_TYPES)
+                    for device_id, state in changed.items():
                         copy.write_row((device_id, *(state[c] for c in STATE_COLUMNS)))
                 cur.execute(
                     f"UPDATE device_state d SET ({columns}, updated_at) ="
                     f" ({', '.join('u.' + c for c in STATE_COLUMNS)}, now())"
                     " FROM ingest_state u WHERE d.device_id = u.device_id"
                 )
-            for device_id, state in changed.items():
-                states[device_id] = state
-        return sorted(changed)
+            states.update(changed)
+        return list(changed)
 
     def _quarantine(self, rejections: list[Rejection]) -> None:
         if not rejections:
