@@ -8,6 +8,7 @@ formatting could differ.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -103,11 +104,26 @@ class PayloadError(ValueError):
 
 
 def canonical_bytes(untrusted_object: dict[str, Any]) -> bytes:
-    """The signed form: the object without `sig`, keys sorted, no whitespace, UTF-8."""
+    """The signed form: the object without `sig`, keys sorted, no whitespace, UTF-8.
+
+    Byte for byte what `json.dumps(…, sort_keys=True, separators=(",", ":"),
+    ensure_ascii=False)` writes. orjson writes the same bytes several times faster for
+    strings (every code point), integers within 64 bits, booleans, null, and floats that
+    Python writes without an exponent (zero, and 1e-4 <= |x| < 1e16); anything else goes to
+    the standard library (tests compare the two)."""
     unsigned = {k: v for k, v in untrusted_object.items() if k != "sig"}
+    if all(map(_same_in_orjson, unsigned.values())):
+        with contextlib.suppress(TypeError):  # an integer beyond 64 bits
+            return orjson.dumps(unsigned, option=orjson.OPT_SORT_KEYS)
     return json.dumps(
         unsigned, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     ).encode("utf-8")
+
+
+def _same_in_orjson(value: object) -> bool:
+    if isinstance(value, float):
+        return value == 0 or 1e-4 <= abs(value) < 1e16
+    return value is None or isinstance(value, str | int)
 
 
 def parse_telemetry(untrusted_raw: bytes) -> tuple[Telemetry, bytes]:
