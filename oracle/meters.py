@@ -24,18 +24,20 @@ show this in stored data.)
 
 Uptime: each reading whose status is not `fault` or `maintenance` vouches for one nominal
 reading interval (`reading_interval_seconds`, the devices' reporting interval) of uptime;
-the sum is capped at the period. (Order-free, so it costs one count per device.)
+the sum is capped at the period. (Order-free: the period's readings minus its down readings,
+which are counted from the partial index `telemetry_oracle_down_idx`, migration 0032, so no
+reading's status text is compared.)
 
-Cost: everything is read per device of the pool from the covering index
-`telemetry_oracle_idx` (device_id, time, seq) INCLUDE (received_at, status, meters)
-(migration 0031) as index-only scans: four lookups for the readings around the bounds, one for
-the first reading ever when the device has readings before the period and no previous epoch
-(else that is the first reading at or after the start), and one aggregate over the device's
-readings of the period, which are adjacent in the index. So the work is proportional to the
-pool's readings in the period, not to all pools' or all periods', with no heap visits (while
-the visibility map is current, i.e. autovacuum keeps up) and no sorts. 10,000 devices with
-2.88 M readings: about 1.2-1.5 s on one core of the 2-core development machine, of which the
-aggregate (which has to visit every reading) is about two thirds; see docs/oracle.md.
+Cost: everything is read per device of the pool, from indexes alone (migrations 0031-0032):
+four lookups for the readings around the bounds and, for a device in its first epoch with
+readings before the period, one for its first reading (else that is the first reading at or
+after the start) in the covering index `telemetry_oracle_idx` (device_id, time, seq)
+INCLUDE (received_at, meters); one aggregate over the device's readings of the period, which
+are adjacent there; one count in the partial index of down readings. So the work grows with
+the pool's readings in the period, not with other pools' or periods', needs no sort and no
+heap visit (index-only scans, while (auto)vacuum keeps the visibility map current).
+10,000 devices with 2.88 M readings: about 1.1-1.3 s of one core, two thirds of it the
+aggregate, which has to visit every reading (docs/oracle.md).
 
 Only readings received up to the epoch's `data_cutoff` count, so every signer computing the
 same epoch sees the same data while ingest keeps writing.
@@ -95,7 +97,7 @@ WITH devs AS (
     WHERE d.pool = %(pool)s
 ),
 b AS (
-    SELECT v.*, s0.*, s1.*, e0.*, e1.*, f.*, a.*
+    SELECT v.*, s0.*, s1.*, e0.*, e1.*, f.*, a.*, dn.*
     FROM devs v
     {_lookup("s0", "t.time < %(start)s", "t.time DESC, t.seq DESC")}
     {_lookup("s1", "t.time >= %(start)s", "t.time, t.seq")}
@@ -110,14 +112,18 @@ b AS (
         ORDER BY t.time, t.seq LIMIT 1) f ON true
     LEFT JOIN LATERAL (
         SELECT count(*) AS readings,
-               count(*) FILTER (WHERE t.status NOT IN {DOWN_STATUSES}) AS up_readings,
                min(t.energy_wh_total) AS min_e, min(t.revenue_minor_total) AS min_r
         FROM telemetry t
         WHERE t.device_id = v.device_id AND t.time >= %(start)s AND t.time < %(end)s
           AND t.received_at <= %(cutoff)s) a ON true
+    LEFT JOIN LATERAL (  -- from the partial index of down readings: no text per reading
+        SELECT count(*) AS down_readings
+        FROM telemetry t
+        WHERE t.device_id = v.device_id AND t.status IN {DOWN_STATUSES}
+          AND t.time >= %(start)s AND t.time < %(end)s AND t.received_at <= %(cutoff)s) dn ON true
 ),
 m AS (
-    SELECT device_id, carried, readings, up_readings, min_e, min_r,
+    SELECT device_id, carried, readings, readings - down_readings AS up_readings, min_e, min_r,
            CASE WHEN s1_t < %(end)s THEN s1_seq ELSE 0 END AS first_seq,
            CASE WHEN e0_t >= %(start)s THEN e0_seq ELSE 0 END AS last_seq,
            {_meter("e")}, {_meter("r")}, {_meter("s")}
