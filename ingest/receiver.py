@@ -170,7 +170,7 @@ class Receiver:
             while True:
                 kind, value = events.recv()
                 if kind == "messages":
-                    self.inbox.put([Message(*raw) for raw in value])
+                    self.inbox.put(map(Message._make, value))
                 elif kind == "subscribed":
                     SUBSCRIBED.set(int(value))
                 else:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from gridshare.core.payloads import (
     DEVICE_ID_PATTERN,
@@ -32,9 +33,9 @@ DEVICE_ID_RE = re.compile(DEVICE_ID_PATTERN)
 STATUS_WORDS = {"online": True, "offline": False}
 
 
-@dataclass(frozen=True)
-class Message:
-    """A message as received, not yet acknowledged; `epoch` ties it to an MQTT session."""
+class Message(NamedTuple):
+    """A message as received, not yet acknowledged; `epoch` ties it to an MQTT session.
+    (A named tuple: made from the receiver's raw tuples without per-field work.)"""
 
     mid: int
     qos: int
