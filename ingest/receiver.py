@@ -96,8 +96,8 @@ class Receiver:
         return not self._ended.is_set()
 
     def start(self, timeout: float = 10.0) -> None:
-        """Start the receiving process; once it is connected and subscribed, or raise a
-        one-line error (unreachable or refused)."""
+        """Start the receiving process; return once it is connected (it subscribes next), or
+        raise a one-line error (unreachable or refused)."""
         login = credentials(self.settings)
         context = multiprocessing.get_context("spawn")
         events_in, events_out = context.Pipe(duplex=False)
@@ -161,7 +161,9 @@ class Receiver:
                         return reply[1]
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not self.alive:
-                    return "receiving process ended" if kind == "started" else None
+                    if kind != "started":
+                        return None
+                    return "receiving process ended" if not self.alive else "no answer in time"
                 self._replied.wait(min(remaining, 0.5))
 
     def _read(self, events: Connection) -> None:
