@@ -10,6 +10,12 @@ the (device_id, seq) key there) and never aborts a batch on a duplicate.
 The fast path needs no telemetry lookups: a reading with a seq above the device's
 `last_seq` is compared with the meters held in `device_state`. Only readings at or below
 `last_seq` (replays, redeliveries) look up their stored neighbours by seq.
+
+`device_state` follows the readings in the same statement that moves them (SQL over the
+rows just inserted, no Python per reading): online, `last_seen` the latest time heard,
+`readings` counted, and the meters of the highest seq if above `last_seq`. Status messages
+are applied after it: in arrival order the last event decides `online` (a reading means
+online), and an `online` status also counts for `last_seen`.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from datetime import UTC, datetime
 
 import psycopg
 
-from gridshare.core.payloads import QuarantineReason, Telemetry
+from gridshare.core.payloads import QuarantineReason
 from gridshare.ingest.decide import Point, Stored, decide
 from gridshare.ingest.validate import Reading, Rejection, StatusChange, Verdict, claimed_id
 
@@ -30,57 +36,48 @@ COLUMNS = (
     "time, device_id, seq, status, power_w, soc_pct, energy_wh_total, sessions_total,"
     " revenue_minor_total, currency, received_at"
 )
-STAGING_TYPES = (
-    "timestamptz",
-    "text",
-    "int8",
-    "text",
-    "float8",
-    "float8",
-    "int8",
-    "int8",
-    "int8",
-    "text",
-    "timestamptz",
-)  # fmt: skip  (COLUMNS' types: binary COPY skips formatting and parsing text)
-STATE_TYPES = (
-    "text",
-    "bool",
-    "text",
-    "timestamptz",
-    "timestamptz",
-    "int8",
-    "int8",
-    "float8",
-    "float8",
-    "int8",
-    "int8",
-    "int8",
-)  # fmt: skip  (device_id and STATE_COLUMNS' types)
+# COLUMNS' types: binary COPY skips formatting and parsing text
+STAGING_TYPES = ("timestamptz", "text", "int8", "text", "float8", "float8", "int8", "int8", "int8",
+                 "text", "timestamptz")  # fmt: skip
 STAGING = (
     "CREATE TEMP TABLE IF NOT EXISTS ingest_staging"
     " (LIKE telemetry INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
-    "CREATE TEMP TABLE IF NOT EXISTS ingest_state"
-    " (LIKE device_state INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
 )
-MOVE = f"""INSERT INTO telemetry ({COLUMNS})
-SELECT {COLUMNS} FROM ingest_staging s
-WHERE NOT EXISTS (SELECT 1 FROM telemetry t WHERE t.device_id = s.device_id AND t.seq = s.seq)
-ON CONFLICT DO NOTHING
-RETURNING device_id, seq"""
-STATE_COLUMNS = (
-    "online",
+LATEST = (
     "status",
-    "last_seen",
-    "last_ts",
-    "last_seq",
-    "readings",
     "power_w",
     "soc_pct",
     "energy_wh_total",
     "sessions_total",
     "revenue_minor_total",
 )
+NEWER = "(d.last_seq IS NULL OR p.seq > d.last_seq)"
+MOVE_AND_FOLD = f"""WITH moved AS (
+  INSERT INTO telemetry ({COLUMNS})
+  SELECT {COLUMNS} FROM ingest_staging s
+  WHERE NOT EXISTS (SELECT 1 FROM telemetry t WHERE t.device_id = s.device_id AND t.seq = s.seq)
+  ON CONFLICT DO NOTHING
+  RETURNING device_id, seq, time, received_at, {", ".join(LATEST)}),
+latest AS (
+  SELECT DISTINCT ON (device_id) *, count(*) OVER w AS n, max(received_at) OVER w AS heard
+  FROM moved WINDOW w AS (PARTITION BY device_id) ORDER BY device_id, seq DESC),
+folded AS (
+  UPDATE device_state d SET online = true, last_seen = greatest(d.last_seen, p.heard),
+    readings = d.readings + p.n,
+    last_ts = CASE WHEN {NEWER} THEN p.time ELSE d.last_ts END,
+    last_seq = CASE WHEN {NEWER} THEN p.seq ELSE d.last_seq END,
+    {", ".join(f"{c} = CASE WHEN {NEWER} THEN p.{c} ELSE d.{c} END" for c in LATEST)},
+    updated_at = now()
+  FROM latest p WHERE d.device_id = p.device_id)
+SELECT device_id, seq FROM moved"""
+STATUSES = """UPDATE device_state d
+SET online = coalesce(u.online, d.online), last_seen = greatest(d.last_seen, u.heard),
+    updated_at = now()
+FROM unnest(%s::text[], %s::bool[], %s::timestamptz[]) AS u(device_id, online, heard)
+WHERE d.device_id = u.device_id
+  AND (d.online IS DISTINCT FROM coalesce(u.online, d.online)
+       OR d.last_seen IS DISTINCT FROM greatest(d.last_seen, u.heard))
+RETURNING d.device_id"""
 NEIGHBOURS = """SELECT c.i,
   EXISTS (SELECT 1 FROM telemetry t WHERE t.device_id = c.d AND t.seq = c.s),
   b.seq, b.energy_wh_total, b.revenue_minor_total, b.sessions_total,
@@ -143,7 +140,10 @@ class BatchWriter:
             outcome.stored, late_duplicates = self._insert(accepted)
             outcome.duplicates += late_duplicates
             outcome.statuses = statuses
-            outcome.devices = self._update_states(states, outcome.stored, statuses)
+            outcome.devices = sorted(
+                {r.telemetry.device_id for r in outcome.stored}
+                | set(self._apply_statuses(outcome.stored, statuses))
+            )
             self._quarantine(outcome.quarantined)
             self._notify(outcome.devices)
         self._with_state.update(states)
@@ -169,16 +169,18 @@ class BatchWriter:
                 (",".join(missing),),
             )
 
-    def _lock_states(self, device_ids: list[str]) -> dict[str, dict]:
-        """Lock the batch's device_state rows in id order; their current values."""
+    def _lock_states(self, device_ids: list[str]) -> dict[str, Point | None]:
+        """Lock the batch's device_state rows in id order; each device's latest stored
+        reading (seq and meters), None before its first."""
         if not device_ids:
             return {}
         rows = self.conn.execute(
-            f"SELECT device_id, {', '.join(STATE_COLUMNS)} FROM device_state"
-            " WHERE device_id = ANY(string_to_array(%s, ',')) ORDER BY device_id FOR UPDATE",
+            "SELECT device_id, last_seq, energy_wh_total, revenue_minor_total, sessions_total"
+            " FROM device_state WHERE device_id = ANY(string_to_array(%s, ','))"
+            " ORDER BY device_id FOR UPDATE",
             (",".join(device_ids),),
         ).fetchall()
-        return {row[0]: dict(zip(STATE_COLUMNS, row[1:], strict=True)) for row in rows}
+        return {row[0]: Point(*row[1:]) if row[1] is not None else None for row in rows}
 
     @staticmethod
     def _known(verdict: Reading | StatusChange, states: dict, outcome: Outcome) -> bool:
@@ -194,17 +196,19 @@ class BatchWriter:
         )
         return False
 
-    def _stored_around(self, readings: list[Reading], states: dict) -> list[Stored]:
+    def _stored_around(
+        self, readings: list[Reading], states: dict[str, Point | None]
+    ) -> list[Stored]:
         """Each reading's stored neighbours: from device_state when its seq is new (the fast
         path), else looked up in telemetry."""
         stored: list[Stored] = []
         lookups: list[int] = []
         for index, reading in enumerate(readings):
-            state = states[reading.telemetry.device_id]
-            if state["last_seq"] is None:
+            latest = states[reading.telemetry.device_id]
+            if latest is None:
                 stored.append(Stored())
-            elif reading.telemetry.seq > state["last_seq"]:
-                stored.append(Stored(before=_point(state["last_seq"], state)))
+            elif reading.telemetry.seq > latest.seq:
+                stored.append(Stored(before=latest))
             else:
                 stored.append(Stored())
                 lookups.append(index)
@@ -224,7 +228,8 @@ class BatchWriter:
         return stored
 
     def _insert(self, accepted: list[Reading]) -> tuple[list[Reading], list[Reading]]:
-        """COPY into staging, move what is not stored yet; (stored, found already stored)."""
+        """COPY into staging, move what is not stored yet and fold it into device_state;
+        (stored, found already stored)."""
         if not accepted:
             return [], []
         with self.conn.cursor() as cur:
@@ -247,80 +252,40 @@ class BatchWriter:
                             _wall(reading.message.received_at),
                         )
                     )
-            inserted = set(cur.execute(MOVE).fetchall())
+            inserted = set(cur.execute(MOVE_AND_FOLD).fetchall())
         stored = [r for r in accepted if (r.telemetry.device_id, r.telemetry.seq) in inserted]
         late = [r for r in accepted if (r.telemetry.device_id, r.telemetry.seq) not in inserted]
         return stored, late
 
-    def _update_states(
-        self, states: dict[str, dict], stored: list[Reading], statuses: list[StatusChange]
-    ) -> list[str]:
-        """Fold the batch into each device's state and write the changed rows. In arrival
-        order the last event decides `online` (a reading means online); `last_seen` is the
-        latest time heard from it; the reading with the highest seq gives the meters."""
-        events: list[Reading | StatusChange] = [*stored, *statuses]
-        if stored and statuses:
-            events.sort(key=lambda e: e.message.received_mono)
-        online: dict[str, bool] = {}
-        heard: dict[str, float] = {}
-        counts: dict[str, int] = {}
-        latest: dict[str, Telemetry] = {}
-        for event in events:
-            if isinstance(event, StatusChange):
-                if event.online is None:
-                    continue
-                device_id = event.device_id
-                online[device_id] = event.online
-                if not event.online:
-                    continue
+    def _apply_statuses(self, stored: list[Reading], statuses: list[StatusChange]) -> list[str]:
+        """Status messages, after the readings' fold; the ids of rows they changed. A status
+        decides `online` only if it arrived after the device's last stored reading of the
+        batch; an `online` status is a sign of life for `last_seen`."""
+        last_reading: dict[str, float] = {}
+        for reading in stored:
+            device_id, at = reading.telemetry.device_id, reading.message.received_mono
+            last_reading[device_id] = max(at, last_reading.get(device_id, at))
+        online: dict[str, bool | None] = {}
+        heard: dict[str, datetime | None] = {}
+        for status in statuses:  # in arrival order
+            if status.online is None:
+                continue
+            device_id, message = status.device_id, status.message
+            if message.received_mono > last_reading.get(device_id, float("-inf")):
+                online[device_id] = status.online
             else:
-                t = event.telemetry
-                device_id = t.device_id
-                online[device_id] = True
-                counts[device_id] = counts.get(device_id, 0) + 1
-                best = latest.get(device_id)
-                if best is None or t.seq > best.seq:
-                    latest[device_id] = t
-            at = event.message.received_at
-            if at > heard.get(device_id, 0.0):
-                heard[device_id] = at
-        changed: dict[str, dict] = {}
-        for device_id in sorted(online):
-            old = states[device_id]
-            new = dict(old, online=online[device_id])
-            new["readings"] += counts.get(device_id, 0)
-            if device_id in heard:
-                new["last_seen"] = _later(old["last_seen"], _wall(heard[device_id]))
-            t = latest.get(device_id)
-            if t is not None and (old["last_seq"] is None or t.seq > old["last_seq"]):
-                new.update(
-                    status=t.status,
-                    last_ts=t.ts,
-                    last_seq=t.seq,
-                    power_w=t.power_w,
-                    soc_pct=t.soc_pct,
-                    energy_wh_total=t.energy_wh_total,
-                    sessions_total=t.sessions_total,
-                    revenue_minor_total=t.revenue_minor_total,
-                )
-            if new != old:
-                changed[device_id] = new
-        if changed:
-            columns = ", ".join(STATE_COLUMNS)
-            with self.conn.cursor() as cur:
-                with cur.copy(
-                    f"COPY ingest_state (device_id, {columns}) FROM STDIN (FORMAT BINARY)"
-                ) as copy:
-                    copy.set_types(STATE_TYPES)
-                    for device_id, state in changed.items():
-                        copy.write_row((device_id, *(state[c] for c in STATE_COLUMNS)))
-                cur.execute(
-                    f"UPDATE device_state d SET ({columns}, updated_at) ="
-                    f" ({', '.join('u.' + c for c in STATE_COLUMNS)}, now())"
-                    " FROM ingest_state u WHERE d.device_id = u.device_id"
-                )
-            states.update(changed)
-        return list(changed)
+                online.setdefault(device_id, None)
+            if status.online:
+                heard[device_id] = _wall(message.received_at)
+            else:
+                heard.setdefault(device_id, None)
+        if not online:
+            return []
+        ids = sorted(online)
+        rows = self.conn.execute(
+            STATUSES, (ids, [online[d] for d in ids], [heard[d] for d in ids])
+        ).fetchall()
+        return [row[0] for row in rows]
 
     def _quarantine(self, rejections: list[Rejection]) -> None:
         if not rejections:
@@ -364,18 +329,8 @@ class BatchWriter:
         self.conn.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, payload))
 
 
-def _point(seq: int, state: dict) -> Point:
-    return Point(
-        seq, state["energy_wh_total"], state["revenue_minor_total"], state["sessions_total"]
-    )
-
-
 def _wall(seconds: float) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
-
-
-def _later(current: datetime | None, candidate: datetime) -> datetime:
-    return candidate if current is None or candidate > current else current
 
 
 def _text(untrusted: str) -> str:
