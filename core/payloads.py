@@ -111,7 +111,8 @@ def canonical_bytes(untrusted_object: dict[str, Any]) -> bytes:
     strings (every code point), integers within 64 bits, booleans, null, and floats that
     Python writes without an exponent (zero, and 1e-4 <= |x| < 1e16); anything else goes to
     the standard library (tests compare the two)."""
-    unsigned = {k: v for k, v in untrusted_object.items() if k != "sig"}
+    unsigned = dict(untrusted_object)
+    unsigned.pop("sig", None)
     if all(map(_same_in_orjson, unsigned.values())):
         with contextlib.suppress(TypeError):  # an integer beyond 64 bits
             return orjson.dumps(unsigned, option=orjson.OPT_SORT_KEYS)
@@ -120,10 +121,14 @@ def canonical_bytes(untrusted_object: dict[str, Any]) -> bytes:
     ).encode("utf-8")
 
 
+_SAME_IN_ORJSON = frozenset({str, int, bool, type(None)})  # exact types: subclasses fall back
+
+
 def _same_in_orjson(value: object) -> bool:
-    if isinstance(value, float):
-        return value == 0 or 1e-4 <= abs(value) < 1e16
-    return value is None or isinstance(value, str | int)
+    kind = type(value)
+    if kind is float:
+        return value == 0 or 1e-4 <= abs(value) < 1e16  # type: ignore[operator]
+    return kind in _SAME_IN_ORJSON
 
 
 def parse_telemetry(untrusted_raw: bytes) -> tuple[Telemetry, bytes]:
