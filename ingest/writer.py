@@ -1,15 +1,19 @@
 """One batch, one transaction: readings, device_state, quarantine and the live notification.
 
 Inside the transaction the batch's `device_state` rows are locked in device-id order, so
-two workers never decide duplicates or monotonicity for one device at the same time. New
-readings are COPYed into a temporary staging table and moved with `INSERT … SELECT … WHERE
-NOT EXISTS (same device_id, seq) ON CONFLICT DO NOTHING`, which holds on both schema flavors
-(TimescaleDB's unique index is (device_id, seq, time), so the NOT EXISTS is what enforces
-the (device_id, seq) key there) and never aborts a batch on a duplicate.
+two workers never decide duplicates or monotonicity for one device at the same time, and
+duplicates are decided before anything is written. The fast path needs no telemetry
+lookups: `last_seq` is the highest seq stored, so a reading above it is new and is compared
+with the meters held in `device_state`. Readings at or below `last_seq` (replays,
+redeliveries) and those of devices with nothing stored yet look up their stored
+neighbours, and whether their seq is stored, through the (device_id, seq) index.
 
-The fast path needs no telemetry lookups: a reading with a seq above the device's
-`last_seq` is compared with the meters held in `device_state`. Only readings at or below
-`last_seq` (replays, redeliveries) look up their stored neighbours by seq.
+The accepted readings are COPYed into a temporary staging table and moved with `INSERT …
+SELECT … ON CONFLICT DO NOTHING`: a net that never aborts a batch. (It used to add `WHERE
+NOT EXISTS (same device_id, seq)` for TimescaleDB, whose unique index is (device_id, seq,
+time); with the duplicates already decided under the lock that only cost a scan: the
+planner, seeing an unanalysed staging table, hashed the whole telemetry table for every
+batch.)
 
 `device_state` follows the readings in the same statement that moves them (SQL over the
 rows just inserted, no Python per reading): online, `last_seen` the latest time heard,
@@ -54,8 +58,7 @@ LATEST = (
 NEWER = "(d.last_seq IS NULL OR p.seq > d.last_seq)"
 MOVE_AND_FOLD = f"""WITH moved AS (
   INSERT INTO telemetry ({COLUMNS})
-  SELECT {COLUMNS} FROM ingest_staging s
-  WHERE NOT EXISTS (SELECT 1 FROM telemetry t WHERE t.device_id = s.device_id AND t.seq = s.seq)
+  SELECT {COLUMNS} FROM ingest_staging
   ON CONFLICT DO NOTHING
   RETURNING device_id, seq, time, received_at, {", ".join(LATEST)}),
 latest AS (
@@ -199,15 +202,13 @@ class BatchWriter:
     def _stored_around(
         self, readings: list[Reading], states: dict[str, Point | None]
     ) -> list[Stored]:
-        """Each reading's stored neighbours: from device_state when its seq is new (the fast
-        path), else looked up in telemetry."""
+        """Each reading's stored neighbours: from device_state when its seq is above the
+        highest stored (the fast path), else looked up in telemetry."""
         stored: list[Stored] = []
         lookups: list[int] = []
         for index, reading in enumerate(readings):
             latest = states[reading.telemetry.device_id]
-            if latest is None:
-                stored.append(Stored())
-            elif reading.telemetry.seq > latest.seq:
+            if latest is not None and reading.telemetry.seq > latest.seq:
                 stored.append(Stored(before=latest))
             else:
                 stored.append(Stored())

@@ -87,3 +87,26 @@ def test_a_status_that_changes_nothing_notifies_nothing(conn: psycopg.Connection
     write(conn, [reading(device, 1, t)])
     assert write(conn, [status(device, True, t - 10)]) == []
     assert write(conn, [status(device, False, t + 1)]) == [device.device_id]
+
+
+def test_readings_stored_before_the_device_had_a_state_are_duplicates(
+    conn: psycopg.Connection,
+) -> None:
+    """Duplicates are decided under the row lock, before the move: a device with no stored
+    reading in device_state still has its seqs looked up (rows restored or loaded by hand)."""
+    (device,) = register(conn, 1)
+    t = time.time()
+    write(conn, [reading(device, 1, t, energy_wh_total=100)])
+    conn.execute(
+        "UPDATE device_state SET last_seq = NULL, readings = 0 WHERE device_id = %s",
+        (device.device_id,),
+    )
+    outcome = BatchWriter(conn).write(
+        [reading(device, 1, t + 1, energy_wh_total=100), reading(device, 2, t + 1)]
+    )
+    assert [r.telemetry.seq for r in outcome.duplicates] == [1]
+    assert [r.telemetry.seq for r in outcome.stored] == [2]
+    count = conn.execute(
+        "SELECT count(*) FROM telemetry WHERE device_id = %s", (device.device_id,)
+    ).fetchone()
+    assert count == (2,)
