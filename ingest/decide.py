@@ -11,15 +11,16 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from gridshare.core.payloads import Telemetry
 
-METERS = ("energy_wh_total", "revenue_minor_total", "sessions_total")
+METERS = ("energy_wh_total", "revenue_minor_total", "sessions_total")  # Point's fields 1..3
 
 
-@dataclass(frozen=True)
-class Point:
-    """A reading's seq and cumulative meters (sessions_total is None for PV plants)."""
+class Point(NamedTuple):
+    """A reading's seq and cumulative meters (sessions_total is None for PV plants). Named
+    tuples: one per reading and per stored neighbour, made cheaply."""
 
     seq: int
     energy_wh_total: int | None
@@ -36,8 +37,7 @@ class Point:
         )
 
 
-@dataclass(frozen=True)
-class Stored:
+class Stored(NamedTuple):
     """What the database holds around one reading of the batch."""
 
     duplicate: bool = False  # a reading with this (device_id, seq) is stored
@@ -69,11 +69,12 @@ def decide(readings: list[Telemetry], stored: list[Stored]) -> Decision:
             before = around.before
             if taken is not None and (before is None or taken.seq > before.seq):
                 before = taken
-            problem = regression(Point.of(reading), before, around.after)
+            point = Point.of(reading)
+            problem = regression(point, before, around.after)
             if problem:
                 decision.regressions[index] = problem
                 continue
-            taken = Point.of(reading)
+            taken = point
             decision.accepted.append(index)
     decision.accepted.sort()
     decision.duplicates.sort()
@@ -82,14 +83,12 @@ def decide(readings: list[Telemetry], stored: list[Stored]) -> Decision:
 
 def regression(point: Point, before: Point | None, after: Point | None) -> str | None:
     """Why `point` breaks monotonicity against its neighbours, or None."""
-    for name in METERS:
-        value = getattr(point, name)
+    for field, name in enumerate(METERS, start=1):
+        value = point[field]
         if value is None:
             continue
-        low = getattr(before, name) if before else None
-        if low is not None and value < low:
-            return f"{name} {value} at seq {point.seq} < {low} at seq {before.seq}"  # type: ignore[union-attr]
-        high = getattr(after, name) if after else None
-        if high is not None and value > high:
-            return f"{name} {value} at seq {point.seq} > {high} at seq {after.seq}"  # type: ignore[union-attr]
+        if before is not None and before[field] is not None and value < before[field]:
+            return f"{name} {value} at seq {point.seq} < {before[field]} at seq {before.seq}"
+        if after is not None and after[field] is not None and value > after[field]:
+            return f"{name} {value} at seq {point.seq} > {after[field]} at seq {after.seq}"
     return None
