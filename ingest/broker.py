@@ -51,6 +51,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from gridshare.core.broker_auth import INGEST_USER, BrokerAuth
 from gridshare.core.errors import ConfigError
 from gridshare.core.settings import Settings
+from gridshare.ingest.paho_socket import BufferedClient, BufferedSocket
 
 SHARE_GROUP = "gridshare-ingest"
 TELEMETRY_TOPICS = "gridshare/v1/devices/+/telemetry"
@@ -115,7 +116,7 @@ class BrokerLink:
         self._delivered = 0
         self._delay = RECONNECT_DELAYS[0]
         self._reconnect_at = 0.0
-        self._client = mqtt.Client(
+        self._client = BufferedClient(
             CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=mqtt.MQTTv5,
@@ -167,16 +168,20 @@ class BrokerLink:
             if time.monotonic() >= self._reconnect_at:
                 self._reconnect()
             return readable
-        writing = [sock] if self._client.want_write() else []
+        buffered = sock if isinstance(sock, BufferedSocket) else None
+        held = buffered.pending() if buffered else 0
+        unsent = buffered.unsent() if buffered else 0
+        writing = [sock] if self._client.want_write() or unsent else []
         try:
-            readable = select.select([sock, *watch], writing, [], timeout)[0]
+            readable = select.select([sock, *watch], writing, [], 0.0 if held else timeout)[0]
         except (OSError, ValueError):  # closed by a callback meanwhile
             return []
-        if sock in readable:
+        if held or sock in readable:
             self._read_burst()
         if self._client.want_write():
             self._client.loop_write()
         self._client.loop_misc()
+        self._flush()
         if self._client.socket() is None:
             self._lost()
         return [w for w in watch if w in readable]
@@ -187,6 +192,7 @@ class BrokerLink:
         for mid, qos, epoch in messages:
             if qos and epoch == self.epoch:
                 self._client.ack(mid, qos)
+        self._flush()
 
     def unsubscribe(self) -> bool:
         """Ask for no further messages; `unsubscribed` turns True once the broker confirms.
@@ -215,8 +221,17 @@ class BrokerLink:
         for _ in range(BURST):
             before = self._delivered
             self._client.loop_read()
-            if self._delivered == before or self._client.socket() is None:
+            sock = self._client.socket()
+            if sock is None:
                 return
+            held = sock.pending() if isinstance(sock, BufferedSocket) else 0
+            if self._delivered == before and not held:
+                return
+
+    def _flush(self) -> None:
+        sock = self._client.socket()
+        if isinstance(sock, BufferedSocket):
+            sock.flush()
 
     def _lost(self) -> None:
         self._reconnect_at = time.monotonic() + self._delay

@@ -7,6 +7,7 @@ import time
 
 from gridshare.core.settings import Settings
 from gridshare.ingest.broker import BrokerLink, Raw, credentials
+from gridshare.ingest.paho_socket import BufferedSocket
 from tests.ingest.fleet import Publisher
 
 
@@ -25,6 +26,7 @@ def test_link_receives_acknowledges_and_unsubscribes(stack_settings: Settings) -
         states.append,
     )
     assert link.start() is None
+    assert isinstance(link._client.socket(), BufferedSocket)  # paho's socket hook holds
     deadline = time.monotonic() + 10
     while not states and time.monotonic() < deadline:
         link.pump(0.1, ())
