@@ -5,8 +5,9 @@ two workers never decide duplicates or monotonicity for one device at the same t
 duplicates are decided before anything is written. The fast path needs no telemetry
 lookups: `last_seq` is the highest seq stored, so a reading above it is new and is compared
 with the meters held in `device_state`. Readings at or below `last_seq` (replays,
-redeliveries) and those of devices with nothing stored yet look up their stored
-neighbours, and whether their seq is stored, through the (device_id, seq) index.
+redeliveries) look up their stored neighbours, and whether their seq is stored, through the
+(device_id, seq) index; so do those of a device with no reading in `device_state` if one
+probe finds telemetry rows of it all the same (restored or loaded by hand).
 
 The accepted readings are COPYed into a temporary staging table and moved with `INSERT …
 SELECT … ON CONFLICT DO NOTHING`: a net that never aborts a batch. (It used to add `WHERE
@@ -206,13 +207,15 @@ class BatchWriter:
         highest stored (the fast path), else looked up in telemetry."""
         stored: list[Stored] = []
         lookups: list[int] = []
+        restored = self._with_rows([d for d, latest in states.items() if latest is None])
         for index, reading in enumerate(readings):
             latest = states[reading.telemetry.device_id]
             if latest is not None and reading.telemetry.seq > latest.seq:
                 stored.append(Stored(before=latest))
             else:
                 stored.append(Stored())
-                lookups.append(index)
+                if latest is not None or reading.telemetry.device_id in restored:
+                    lookups.append(index)
         if lookups:
             rows = self.conn.execute(
                 NEIGHBOURS,
@@ -227,6 +230,19 @@ class BatchWriter:
                 after = Point(*sides[4:]) if sides[4] is not None else None
                 stored[index] = Stored(duplicate, before, after)
         return stored
+
+    def _with_rows(self, device_ids: list[str]) -> set[str]:
+        """Which of these devices, with no stored reading in device_state, have telemetry
+        rows all the same (restored or loaded by hand): one index probe per device, so a
+        new device's readings need no lookup each."""
+        if not device_ids:
+            return set()
+        rows = self.conn.execute(
+            "SELECT d FROM unnest(%s::text[]) AS d"
+            " WHERE EXISTS (SELECT 1 FROM telemetry t WHERE t.device_id = d)",
+            (device_ids,),
+        ).fetchall()
+        return {row[0] for row in rows}
 
     def _insert(self, accepted: list[Reading]) -> tuple[list[Reading], list[Reading]]:
         """COPY into staging, move what is not stored yet and fold it into device_state;
