@@ -168,7 +168,9 @@ def consume(settings: Settings, expected: int, mode: str, seconds: float) -> Non
         state["count"] and time.perf_counter() - state["first"] > seconds + 1
     ):
         time.sleep(0.01)
-    client.disconnect()
+    ending = Properties(PacketTypes.DISCONNECT)
+    ending.SessionExpiryInterval = 0  # a kept session would be sent every later message
+    client.disconnect(properties=ending)
     client.loop_stop()
     print(json.dumps({"count": state["count"], "seconds": state["last"] - state["first"]}))
 
