@@ -22,6 +22,9 @@ from gridshare.core.settings import Settings
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 MIGRATION_LOCK_KEY = 0x67726964  # "grid": one advisory lock id for schema changes
 NO_TRANSACTION = "-- migrate:no-transaction"
+# NOTIFY channel for changes to `devices` (provisioning, key rotation, revocation): payload a
+# device id, or "*" for "reload everything". Ingest LISTENs on it.
+DEVICES_CHANNEL = "gridshare_devices"
 log = logging.getLogger(__name__)
 
 

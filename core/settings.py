@@ -6,10 +6,11 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
+DEV_CHAIN_ID = 31337  # the only chain the public development mnemonic may be used on
 
 
 class Settings(BaseSettings):
@@ -21,10 +22,12 @@ class Settings(BaseSettings):
 
     db_url: str = "postgresql://gridshare@127.0.0.1:55432/gridshare"
     mqtt_url: str = "mqtt://127.0.0.1:11883"
+    mqtt_device_url: str = "mqtts://127.0.0.1:18883"  # the devices' TLS listener
     rpc_url: str = "http://127.0.0.1:18545"
     api_port: int = Field(default=8000, ge=1, le=65535)
     api_host: str = "127.0.0.1"
     ingest_metrics_port: int = Field(default=9101, ge=0, le=65535)
+    ingest_metrics_host: str = "127.0.0.1"  # 0.0.0.0 to let a remote Prometheus scrape
     ingest_batch_size: int = Field(default=500, ge=1, le=10000)  # messages per commit, at most
     ingest_batch_seconds: float = Field(default=0.2, gt=0, le=60)  # oldest message waits at most
     ingest_offline_seconds: float = Field(default=300, gt=0)  # silence before a device is offline
@@ -32,6 +35,10 @@ class Settings(BaseSettings):
     ingest_client_id: str = ""  # MQTT client id; empty: gridshare-ingest-{hostname}-{worker}
     ingest_shared: bool = False  # several workers: share telemetry via $share/gridshare-ingest
     period_seconds: int = Field(default=86400, ge=1)
+    quarantine_retention_days: int = Field(default=30, ge=1)
+    quarantine_payload_bytes: int = Field(default=1024, ge=0, le=16384)  # raw bytes kept
+    quarantine_device_burst: int = Field(default=20, ge=1)  # rows stored per device at once
+    quarantine_device_per_minute: float = Field(default=6.0, gt=0)  # ... then this many
     state_dir: Path = Path("./.gridshare")
     log_level: str = "INFO"
     api_domain: str = ""  # SIWE domain (host[:port]); empty: api_host:api_port
@@ -44,6 +51,17 @@ class Settings(BaseSettings):
     oracles: int = Field(default=5, ge=1, le=20)
     oracle_threshold: int = Field(default=3, ge=1, le=20)
     pool_share_bps: int = Field(default=7000, ge=0, le=10000)  # investors' revenue share
+
+    @field_validator("mnemonic")
+    @classmethod
+    def _development_mnemonic_only_on_dev_chain(cls, value: str, info: ValidationInfo) -> str:
+        chain_id = info.data.get("chain_id", DEV_CHAIN_ID)
+        if value.split() == ANVIL_MNEMONIC.split() and chain_id != DEV_CHAIN_ID:
+            raise ValueError(
+                f"is the public development mnemonic: refused on chain id {chain_id}"
+                f" (allowed only on {DEV_CHAIN_ID}); set your own"
+            )
+        return value
 
     @property
     def db_port(self) -> int:
@@ -58,6 +76,14 @@ class Settings(BaseSettings):
         return urlsplit(self.mqtt_url).port or 1883
 
     @property
+    def mqtt_device_host(self) -> str:
+        return urlsplit(self.mqtt_device_url).hostname or "127.0.0.1"
+
+    @property
+    def mqtt_device_port(self) -> int:
+        return urlsplit(self.mqtt_device_url).port or 8883
+
+    @property
     def rpc_port(self) -> int:
         return urlsplit(self.rpc_url).port or 8545
 
@@ -67,6 +93,7 @@ class Settings(BaseSettings):
             "GRIDSHARE_STATE_DIR": str(self.state_path),
             "GRIDSHARE_DB_URL": self.db_url,
             "GRIDSHARE_MQTT_URL": self.mqtt_url,
+            "GRIDSHARE_MQTT_DEVICE_URL": self.mqtt_device_url,
             "GRIDSHARE_RPC_URL": self.rpc_url,
             "GRIDSHARE_API_HOST": self.api_host,
             "GRIDSHARE_API_PORT": str(self.api_port),

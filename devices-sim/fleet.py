@@ -23,6 +23,7 @@ import logging
 import random
 import secrets
 import signal
+import ssl
 import threading
 import time
 from collections import Counter, deque
@@ -36,10 +37,11 @@ import uvloop
 
 from gridshare.core.settings import Settings
 from gridshare.core.stack.process import raise_open_files_limit
+from gridshare.core.tls import CertificateAuthority
 from gridshare.gateway.identity import DeviceIdentity
 from gridshare.sim.device import Outgoing, SimDevice, status_message
 from gridshare.sim.faults import FaultPlan
-from gridshare.sim.mqtt import MqttConnection, MqttError, connect_packet
+from gridshare.sim.mqtt import MqttConnection, MqttError, broker_target, connect_packet
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +223,7 @@ class Fleet:
         self._end = self.start
         self._acked_file: Any = None
         self._connect_slots: asyncio.Semaphore | None = None
+        self._stack_ca: str | None = None  # for identity files without a broker URL and CA
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # ----- public API -----
@@ -312,12 +315,15 @@ class Fleet:
         loop = asyncio.get_running_loop()
         assert self._connect_slots is not None
         try:
+            host, port, tls = self._broker(identity)
             async with self._connect_slots:
                 _, conn = await asyncio.wait_for(
                     loop.create_connection(
                         lambda: MqttConnection(self._on_puback, self._on_lost),
-                        self.settings.mqtt_host,
-                        self.settings.mqtt_port,
+                        host,
+                        port,
+                        ssl=tls,
+                        server_hostname=host if tls else None,
                     ),
                     timeout=10,
                 )
@@ -350,6 +356,15 @@ class Fleet:
         self.stats.connects += 1
         link.outbox.appendleft(status_message(link.device, online=True))
         self._pump(link)
+
+    def _broker(self, identity: DeviceIdentity) -> tuple[str, int, ssl.SSLContext | None]:
+        """Where the device connects: its identity's device listener and CA (files written
+        before devices had them: the stack's device listener and CA)."""
+        if identity.mqtt_url:
+            return broker_target(identity.mqtt_url, identity.ca)
+        if self._stack_ca is None:
+            self._stack_ca = CertificateAuthority(self.settings).ca_pem()
+        return broker_target(self.settings.mqtt_device_url, self._stack_ca)
 
     def _retry_later(self, link: Link, exc: BaseException | None) -> None:
         if self._force:

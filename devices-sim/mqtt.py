@@ -11,9 +11,14 @@ ingest side, which holds one connection, uses paho.
 from __future__ import annotations
 
 import asyncio
+import functools
+import ssl
 import struct
 import time
 from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from gridshare.core.tls import client_context
 
 CONNECT, CONNACK, PUBLISH, PUBACK = 0x10, 0x20, 0x30, 0x40
 PINGREQ, PINGRESP, DISCONNECT = 0xC0, 0xD0, 0xE0
@@ -28,6 +33,21 @@ _PROPERTY_KINDS = {
     0x22: _TWO, 0x23: _TWO, 0x24: _BYTE, 0x25: _BYTE, 0x26: _PAIR, 0x27: _FOUR, 0x28: _BYTE,
     0x29: _BYTE, 0x2A: _BYTE,
 }  # fmt: skip
+
+
+def broker_target(mqtt_url: str, ca_pem: str) -> tuple[str, int, ssl.SSLContext | None]:
+    """Host, port and TLS context of a device's broker URL (`mqtts://` is TLS, verified
+    against `ca_pem`; a plain `mqtt://` URL gets no context)."""
+    url = urlsplit(mqtt_url)
+    secure = url.scheme in ("mqtts", "ssl")
+    port = url.port or (8883 if secure else 1883)
+    return url.hostname or "127.0.0.1", port, _tls_context(ca_pem) if secure else None
+
+
+@functools.lru_cache(maxsize=8)
+def _tls_context(ca_pem: str) -> ssl.SSLContext:
+    """One context per CA, shared by every connection of the fleet."""
+    return client_context(ca_pem)
 
 
 class MqttError(Exception):

@@ -1,5 +1,6 @@
-"""Checks against the running broker: that a freshly added login is accepted (the broker
-re-reads its password file on SIGHUP, asynchronously, so provisioning waits for it)."""
+"""Device connections to the running broker: a paho client for the TLS device listener, and
+the check that a freshly added login is accepted (the broker re-reads its password file on
+SIGHUP, asynchronously, so provisioning waits for it)."""
 
 from __future__ import annotations
 
@@ -13,12 +14,30 @@ from paho.mqtt.enums import CallbackAPIVersion
 from gridshare.core.errors import StackError
 from gridshare.core.settings import Settings
 from gridshare.core.stack.process import port_open
+from gridshare.core.tls import CertificateAuthority, client_context
 
 log = logging.getLogger(__name__)
 
 
+def device_client(settings: Settings, username: str, password: str) -> mqtt.Client:
+    """An MQTT v5 client for the device listener (TLS, the stack's CA), not yet connected;
+    connect it with `connect_device`. (The broker makes its client id the username.)"""
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=f"gridshare-probe-{time.monotonic_ns()}",
+        protocol=mqtt.MQTTv5,
+    )
+    client.username_pw_set(username, password)
+    client.tls_set_context(client_context(CertificateAuthority(settings).ca_pem()))
+    return client
+
+
+def connect_device(settings: Settings, client: mqtt.Client) -> None:
+    client.connect(settings.mqtt_device_host, settings.mqtt_device_port, keepalive=10)
+
+
 def login_accepted(settings: Settings, username: str, password: str, timeout: float = 3.0) -> bool:
-    """True if the broker accepts this username and password right now."""
+    """True if the broker's device listener accepts this username and password right now."""
     outcome: dict[str, bool] = {}
     done = threading.Event()
 
@@ -29,16 +48,11 @@ def login_accepted(settings: Settings, username: str, password: str, timeout: fl
     def on_disconnect(client, userdata, flags, reason_code, properties) -> None:
         done.set()
 
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=f"gridshare-probe-{time.monotonic_ns()}",
-        protocol=mqtt.MQTTv5,
-    )
-    client.username_pw_set(username, password)
+    client = device_client(settings, username, password)
     client.on_connect = on_connect
     client.on_disconnect = on_disconnect
     try:
-        client.connect(settings.mqtt_host, settings.mqtt_port, keepalive=10)
+        connect_device(settings, client)
     except OSError:
         return False
     client.loop_start()
@@ -53,10 +67,10 @@ def login_accepted(settings: Settings, username: str, password: str, timeout: fl
 def wait_for_login(settings: Settings, username: str, password: str, timeout: float = 15.0) -> None:
     """Wait until the broker has reloaded and accepts the login; a broker that is not
     running picks the password file up when it starts, so there is nothing to wait for."""
-    if not port_open(settings.mqtt_host, settings.mqtt_port):
+    if not port_open(settings.mqtt_device_host, settings.mqtt_device_port):
         log.warning(
             "broker not running; logins take effect when it starts",
-            extra={"fields": {"mqtt_url": settings.mqtt_url}},
+            extra={"fields": {"mqtt_device_url": settings.mqtt_device_url}},
         )
         return
     deadline = time.monotonic() + timeout
@@ -65,6 +79,6 @@ def wait_for_login(settings: Settings, username: str, password: str, timeout: fl
             return
         time.sleep(0.1)
     raise StackError(
-        f"broker at {settings.mqtt_url} still refuses the new login {username} after "
+        f"broker at {settings.mqtt_device_url} still refuses the new login {username} after "
         f"{timeout:.0f}s; is it the broker of this state dir (`gridshare stack status`)?"
     )

@@ -1,4 +1,4 @@
-"""`gridshare devices …`: provisioning and key rotation (wiring only; see provision.py)."""
+"""`gridshare devices …`: provisioning, key rotation, revocation (wiring only; see provision.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from rich.console import Console
 from gridshare.core.logs import setup_logging
 from gridshare.core.payloads import DeviceType
 from gridshare.core.settings import get_settings
-from gridshare.gateway.provision import provision, rotate_key
+from gridshare.gateway.provision import provision, revoke, rotate_key
 
 app = typer.Typer(no_args_is_help=True, help="Device identities, pools and registration.")
 console = Console()
@@ -43,8 +43,18 @@ def provision_command(
 
 @app.command("rotate-key")
 def rotate_key_command(device_id: str = typer.Argument(..., help="e.g. cp-000001")) -> None:
-    """Give a device a new signing key (chain, database, identity file)."""
+    """Give a device a new signing key and broker password (chain, database, broker, file)."""
     settings = get_settings()
     setup_logging(settings.log_level)
     identity = rotate_key(settings, device_id)
     console.print(f"{device_id}: new signing address {identity.address}")
+
+
+@app.command("revoke")
+def revoke_command(device_id: str = typer.Argument(..., help="e.g. cp-000001")) -> None:
+    """Take a device out of service: broker login and session, database, chain."""
+    settings = get_settings()
+    setup_logging(settings.log_level)
+    on_chain = revoke(settings, device_id)
+    state = "deactivated on-chain" if on_chain else "not active on-chain"
+    console.print(f"{device_id}: revoked (broker login removed, inactive; {state})")

@@ -7,7 +7,6 @@ file is the device's secret; the database and the chain only ever see its addres
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from collections import defaultdict
 from itertools import zip_longest
@@ -16,9 +15,11 @@ from pathlib import Path
 from coincurve import PrivateKey
 from pydantic import BaseModel, ConfigDict, Field
 
+from gridshare.core.files import private_dir, write_private
 from gridshare.core.payloads import DEVICE_ID_PATTERN, DeviceType
 from gridshare.core.settings import Settings
 from gridshare.core.signing import address_of
+from gridshare.core.tls import CertificateAuthority
 
 
 class DeviceIdentity(BaseModel):
@@ -33,13 +34,25 @@ class DeviceIdentity(BaseModel):
     private_key: str = Field(pattern=r"^0x[0-9a-f]{64}$")
     mqtt_username: str
     mqtt_password: str
+    mqtt_url: str = ""  # the broker's device listener (TLS); empty in files of older versions
+    ca: str = ""  # PEM of the CA that signed the broker's certificate
 
     @property
     def key_bytes(self) -> bytes:
         return bytes.fromhex(self.private_key[2:])
 
 
-def new_identity(device_id: str, device_type: DeviceType, pool: str) -> DeviceIdentity:
+def broker_endpoint(settings: Settings) -> tuple[str, str]:
+    """(device listener URL, CA PEM) that go into every identity file."""
+    return settings.mqtt_device_url, CertificateAuthority(settings).ca_pem()
+
+
+def new_identity(
+    device_id: str,
+    device_type: DeviceType,
+    pool: str,
+    endpoint: tuple[str, str] = ("", ""),
+) -> DeviceIdentity:
     """A fresh identity: a random secp256k1 key and a random broker password."""
     key = PrivateKey()
     return DeviceIdentity(
@@ -49,15 +62,28 @@ def new_identity(device_id: str, device_type: DeviceType, pool: str) -> DeviceId
         address=address_of(key.public_key),
         private_key="0x" + key.secret.hex(),
         mqtt_username=device_id,
-        mqtt_password=secrets.token_urlsafe(18),
+        mqtt_password=new_password(),
+        mqtt_url=endpoint[0],
+        ca=endpoint[1],
     )
 
 
-def with_new_key(identity: DeviceIdentity) -> DeviceIdentity:
-    """The same device and login with a fresh signing key (key rotation)."""
+def new_password() -> str:
+    return secrets.token_urlsafe(18)
+
+
+def with_new_key(identity: DeviceIdentity, endpoint: tuple[str, str]) -> DeviceIdentity:
+    """The same device with a fresh signing key and broker password (rotation), and the
+    broker endpoint of today."""
     key = PrivateKey()
     return identity.model_copy(
-        update={"address": address_of(key.public_key), "private_key": "0x" + key.secret.hex()}
+        update={
+            "address": address_of(key.public_key),
+            "private_key": "0x" + key.secret.hex(),
+            "mqtt_password": new_password(),
+            "mqtt_url": endpoint[0],
+            "ca": endpoint[1],
+        }
     )
 
 
@@ -78,16 +104,11 @@ def write_identities(
     settings: Settings, identities: list[DeviceIdentity], suffix: str = ""
 ) -> list[Path]:
     """Write identity files (`{device_id}.json{suffix}`), each atomically with mode 0600."""
-    directory = devices_dir(settings)
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory = private_dir(devices_dir(settings))
     paths = []
     for identity in identities:
         path = directory / f"{identity.device_id}.json{suffix}"
-        tmp = directory / f"{identity.device_id}.json{suffix}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(identity.model_dump_json(indent=2) + "\n")
-        os.replace(tmp, path)
+        write_private(path, identity.model_dump_json(indent=2) + "\n")
         paths.append(path)
     return paths
 

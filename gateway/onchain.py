@@ -67,6 +67,19 @@ def rotate_key(settings: Settings, device_id: str, new_address: str) -> str:
     return "0x" + bytes(receipt["transactionHash"]).hex()
 
 
+def deactivate(settings: Settings, device_id: str) -> bool:
+    """Deactivate `device_id` in the DeviceRegistry; False if it was inactive already."""
+    client = chain.ChainClient(settings)
+    record = chain.read_deployment(settings)
+    registry = client.contract("DeviceRegistry", record.address("DeviceRegistry"))
+    _, _, active = client.call(registry.functions.device(chain.device_key(device_id)))
+    if not active:
+        return False
+    operator = chain.load_accounts(settings).operator
+    client.transact(registry.functions.deactivate(chain.device_key(device_id)), operator)
+    return True
+
+
 def _record_registrations(
     settings: Settings, conn: psycopg.Connection, client: chain.ChainClient, device_ids: set[str]
 ) -> None:

@@ -28,6 +28,7 @@ from gridshare.gateway import onchain
 from gridshare.gateway.broker import wait_for_login
 from gridshare.gateway.identity import (
     DeviceIdentity,
+    broker_endpoint,
     identity_path,
     new_identity,
     read_identity,
@@ -38,7 +39,6 @@ from gridshare.gateway.identity import (
 
 TYPE_CYCLE = (DeviceType.CHARGING_PILE, DeviceType.PV_PLANT, DeviceType.BATTERY_SWAP)
 NUMBERED_ID = re.compile(r"^(cp|pv|bs)-(\d{6,})$")
-DEVICES_CHANGED_CHANNEL = "gridshare_devices"  # NOTIFY payload: a device id, or "*"
 log = logging.getLogger(__name__)
 
 
@@ -106,8 +106,9 @@ def provision(
             _insert_pools(conn, plan, share, ephemeral=False, skip=existing_pools)
             _insert_devices(conn, created, ephemeral=False)
             if created:
-                conn.execute("SELECT pg_notify(%s, '*')", (DEVICES_CHANGED_CHANNEL,))
-        newest = _ensure_logins(settings, existing, created)
+                conn.execute("SELECT pg_notify(%s, '*')", (db.DEVICES_CHANNEL,))
+        revoked = _revoked(conn)
+        newest = _ensure_logins(settings, [d for d in existing if d not in revoked], created)
         result.broker_logins_added = len(newest)
         result.devices_total = len(existing) + len(created)
         if chain:
@@ -143,17 +144,18 @@ def provision_ephemeral(
     one `{type}-ephemeral` pool per type, marked ephemeral in the database.
     """
     tag = tag or secrets.token_hex(3)
+    endpoint = broker_endpoint(settings)
     identities = []
     for index in range(count):
         kind = device_type or TYPE_CYCLE[index % len(TYPE_CYCLE)]
         device_id = f"{kind.prefix}-e{tag}-{index + 1:06d}"
-        identities.append(new_identity(device_id, kind, f"{kind.pool_stem}-ephemeral"))
+        identities.append(new_identity(device_id, kind, f"{kind.pool_stem}-ephemeral", endpoint))
     kinds = sorted({i.type for i in identities}, key=TYPE_CYCLE.index)
     plan = [(f"{kind.pool_stem}-ephemeral", kind) for kind in kinds]
     with db.connect(settings, autocommit=True) as conn, conn.transaction():
         _insert_pools(conn, plan, settings.pool_share_bps, ephemeral=True, skip=set())
         _insert_devices(conn, identities, ephemeral=True)
-        conn.execute("SELECT pg_notify(%s, '*')", (DEVICES_CHANGED_CHANNEL,))
+        conn.execute("SELECT pg_notify(%s, '*')", (db.DEVICES_CHANNEL,))
     BrokerAuth(settings).add_users({i.mqtt_username: i.mqtt_password for i in identities})
     if identities:
         wait_for_login(settings, identities[-1].mqtt_username, identities[-1].mqtt_password)
@@ -162,9 +164,11 @@ def provision_ephemeral(
 
 
 def rotate_key(settings: Settings, device_id: str) -> DeviceIdentity:
-    """Give a device a new signing key: on-chain first (when registered there), then the
-    database, then its identity file. The pending key is kept in `{id}.json.new` until the
-    end, so an interrupted rotation resumes with the same key instead of losing it."""
+    """Give a device a new signing key and broker password: on-chain first (when registered
+    there), then the database, then the broker login, then its identity file. The pending
+    identity is kept in `{id}.json.new` until the end, so an interrupted rotation resumes with
+    the same key instead of losing it. The old password stops working at once; the device's
+    current session is disconnected at the broker's reload."""
     current = read_identity(settings, device_id)
     if current is None:
         raise ProvisionError(
@@ -174,7 +178,7 @@ def rotate_key(settings: Settings, device_id: str) -> DeviceIdentity:
     if pending_path.exists():
         rotated = DeviceIdentity.model_validate_json(pending_path.read_text())
     else:
-        rotated = with_new_key(current)
+        rotated = with_new_key(current, broker_endpoint(settings))
         write_identity(settings, rotated, suffix=".new")
     with db.connect(settings, autocommit=True) as conn:
         row = conn.execute(
@@ -189,7 +193,10 @@ def rotate_key(settings: Settings, device_id: str) -> DeviceIdentity:
                 "UPDATE devices SET address = %s, updated_at = now() WHERE device_id = %s",
                 (rotated.address, device_id),
             )
-            conn.execute("SELECT pg_notify(%s, %s)", (DEVICES_CHANGED_CHANNEL, device_id))
+            conn.execute("SELECT pg_notify(%s, %s)", (db.DEVICES_CHANNEL, device_id))
+    auth = BrokerAuth(settings)
+    auth.remove_users([current.mqtt_username])  # ends the session under the old password
+    auth.add_users({rotated.mqtt_username: rotated.mqtt_password})
     pending_path.replace(identity_path(settings, device_id))
     log.info(
         "device key rotated",
@@ -198,8 +205,36 @@ def rotate_key(settings: Settings, device_id: str) -> DeviceIdentity:
     return rotated
 
 
+def revoke(settings: Settings, device_id: str) -> bool:
+    """Take a device out of service for good: its broker login goes (and with it its
+    session), the database marks it inactive (ingest, LISTENing, refuses its messages from
+    then on), and the DeviceRegistry deactivates it. Idempotent; True if the device was
+    deactivated on-chain by this call. The identity file stays, for the record."""
+    with db.connect(settings, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT registered_tx FROM devices WHERE device_id = %s", (device_id,)
+        ).fetchone()
+        if row is None:
+            raise ProvisionError(f"device {device_id}: not in the database")
+        BrokerAuth(settings).remove_users([device_id])
+        with conn.transaction():
+            conn.execute(
+                "UPDATE devices SET active = false, updated_at = now() WHERE device_id = %s",
+                (device_id,),
+            )
+            conn.execute("SELECT pg_notify(%s, %s)", (db.DEVICES_CHANNEL, device_id))
+    on_chain = row[0] is not None and onchain.deactivate(settings, device_id)
+    log.info("device revoked", extra={"fields": {"device_id": device_id, "chain": on_chain}})
+    return on_chain
+
+
 def _existing_pools(conn: psycopg.Connection) -> set[str]:
     return {row[0] for row in conn.execute("SELECT name FROM pools")}
+
+
+def _revoked(conn: psycopg.Connection) -> set[str]:
+    """Devices taken out of service: they get no broker login back."""
+    return {row[0] for row in conn.execute("SELECT device_id FROM devices WHERE NOT active")}
 
 
 def _members(conn: psycopg.Connection) -> dict[str, list[str]]:
@@ -225,6 +260,7 @@ def _identities_for(
     devices already in the database are not read (10,000 files take seconds).
     """
     directory = identity_path(settings, "x").parent
+    endpoint = broker_endpoint(settings)
     on_disk = {p.stem for p in directory.glob("*.json")} if directory.is_dir() else set()
     in_db = {device_id for ids in members.values() for device_id in ids}
     orphans: dict[str, list[DeviceIdentity]] = defaultdict(list)
@@ -250,7 +286,7 @@ def _identities_for(
         for _ in range(missing - len(reused)):
             device_id = f"{kind.prefix}-{next_number[kind.prefix]:06d}"
             next_number[kind.prefix] += 1
-            fresh.append(new_identity(device_id, kind, pool))
+            fresh.append(new_identity(device_id, kind, pool, endpoint))
         write_identities(settings, fresh)
         created += reused + fresh
     return existing, created

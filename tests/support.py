@@ -24,6 +24,7 @@ def stack_settings_for(state_dir: Path) -> Settings:
         state_dir=state_dir,
         db_url=f"postgresql://gridshare@127.0.0.1:{free_port()}/gridshare",
         mqtt_url=f"mqtt://127.0.0.1:{free_port()}",
+        mqtt_device_url=f"mqtts://127.0.0.1:{free_port()}",
         rpc_url=f"http://127.0.0.1:{free_port()}",
         api_port=free_port(),
         ingest_metrics_port=free_port(),

@@ -12,17 +12,15 @@ import threading
 import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import psycopg
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from gridshare.core import chain
 from gridshare.core.broker_auth import BrokerAuth
 from gridshare.core.payloads import DeviceType
 from gridshare.core.settings import Settings
 from gridshare.core.signing import address_for_key
-from gridshare.gateway.broker import login_accepted
+from gridshare.gateway.broker import connect_device, device_client, login_accepted
 from gridshare.gateway.identity import identity_path, read_identity
 from gridshare.gateway.provision import (
     planned_pools,
@@ -92,8 +90,10 @@ def test_provision_creates_keys_rows_logins_and_chain_records(
         data = json.loads(path.read_text())
         assert set(data) == {
             "device_id", "type", "pool", "address", "private_key", "mqtt_username",
-            "mqtt_password",
+            "mqtt_password", "mqtt_url", "ca",
         }  # fmt: skip
+        assert data["mqtt_url"] == settings.mqtt_device_url
+        assert data["ca"].startswith("-----BEGIN CERTIFICATE-----")
         assert data["mqtt_username"] == device_id and len(data["mqtt_password"]) >= 16
         assert data["type"] == device_type == "charging_pile"
         assert address_for_key(bytes.fromhex(data["private_key"][2:])) == address
@@ -162,17 +162,14 @@ def publish_as(settings: Settings, username: str, password: str, topic: str) -> 
     """Publish QoS 1 with MQTT 5 and return the PUBACK reason code."""
     acked = threading.Event()
     outcome: dict[str, int] = {}
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id=f"t-{time.monotonic_ns()}", protocol=mqtt.MQTTv5
-    )
-    client.username_pw_set(username, password)
+    client = device_client(settings, username, password)
 
     def on_publish(client, userdata, mid, reason_code, properties):
         outcome["rc"] = reason_code.value
         acked.set()
 
     client.on_publish = on_publish
-    client.connect(settings.mqtt_host, settings.mqtt_port)
+    connect_device(settings, client)
     client.loop_start()
     try:
         client.publish(topic, b'{"forged": true}', qos=1)
