@@ -58,11 +58,24 @@ class Postgres(LocalService):
                 f"listen_addresses={self.host}",
                 "-c",
                 "unix_socket_directories=",
+                *self._preload(),
             ],
             user=user,
         )
         wait_until(self.healthy, 60, "accepting connections", self.process)
         self._create_role_and_database()
+
+    def _preload(self) -> list[str]:
+        """TimescaleDB must be loaded at server start; it is, whenever it is installed and
+        the schema may use it (without phoning home: the stack runs offline)."""
+        if self.settings.db_flavor == "postgres" or not timescaledb_installed():
+            return []
+        return [
+            "-c",
+            "shared_preload_libraries=timescaledb",
+            "-c",
+            "timescaledb.telemetry_level=off",
+        ]
 
     def _initdb(self, user: str | None) -> None:
         if (self.data / "PG_VERSION").exists():
@@ -120,6 +133,12 @@ class Postgres(LocalService):
                 "SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)
             ).fetchone():
                 conn.execute(f'CREATE DATABASE "{self.database}" OWNER "{self.role}"')
+
+
+def timescaledb_installed() -> bool:
+    """Whether the server binaries in use have the TimescaleDB library beside them."""
+    lib_dir = Path(_binary("postgres")).parents[1] / "lib"
+    return (lib_dir / "timescaledb.so").exists()
 
 
 def _binary(name: str) -> str:
