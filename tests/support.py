@@ -29,7 +29,7 @@ def free_port() -> int:
 def stack_flavors(suite: str) -> list:
     """The flavors a suite's stack runs on: both for the flavor suites (TimescaleDB skipped,
     with the reason, where it is not installed), else the one the local stack would choose."""
-    timescale = timescaledb_installed()
+    timescale = timescaledb_installed(Settings().pg_bin_dir)
     if suite not in FLAVOR_SUITES:
         return ["timescale" if timescale else "postgres"]
     marks = () if timescale else (pytest.mark.skip(reason=NO_TIMESCALEDB),)

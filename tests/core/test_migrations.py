@@ -76,7 +76,8 @@ def test_flavor_is_the_one_asked_for(stack_settings: Settings, stack_flavor: Fla
 def test_installed_but_not_preloaded_falls_back_or_says_why(stack_settings: Settings) -> None:
     """The postgres-flavor stack runs without preloading TimescaleDB: auto takes plain
     PostgreSQL, a forced timescale flavor is one line naming the setting and the cause."""
-    if stack_settings.db_flavor != "postgres" or not timescaledb_installed():
+    installed = timescaledb_installed(stack_settings.pg_bin_dir)
+    if stack_settings.db_flavor != "postgres" or not installed:
         pytest.skip("needs TimescaleDB installed and a server that does not preload it")
     assert db.detect_flavor(stack_settings.model_copy(update={"db_flavor": "auto"})) is (
         Flavor.POSTGRES
