@@ -1,13 +1,16 @@
 """Registered signing addresses, cached in memory and looked up on demand.
 
-The whole table is reloaded every `refresh_seconds` (picking up re-keyed or deactivated
-devices); an id not in the cache is looked up at once, in one query per batch, and an id that
+The whole table is reloaded every `refresh_seconds`, and the ids NOTIFYed on the devices
+channel (re-keyed, revoked, added) are reloaded as the notification arrives (`apply`, from
+the worker's listening thread; the lock orders its reloads with this thread's); an id not in
+the cache is looked up at once, in one query per batch, and an id that
 is still unknown is not asked about again for `miss_seconds`, so a flood of messages under
 made-up ids costs at most one small query per batch.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterable
 
@@ -23,6 +26,7 @@ class DeviceDirectory:
         self._addresses: dict[str, str] = {}
         self._misses: dict[str, float] = {}
         self._loaded_at = float("-inf")
+        self._lock = threading.Lock()
 
     def address(self, device_id: str) -> str | None:
         return self._addresses.get(device_id)
@@ -31,10 +35,7 @@ class DeviceDirectory:
         """Make the cache current for `device_ids` (one query at most)."""
         now = time.monotonic()
         if now - self._loaded_at > self.refresh_seconds:
-            rows = conn.execute("SELECT device_id, address FROM devices WHERE active").fetchall()
-            self._addresses = dict(rows)
-            self._misses.clear()
-            self._loaded_at = now
+            self._reload_all(conn, now)
             return
         wanted = [
             d
@@ -44,12 +45,42 @@ class DeviceDirectory:
         ]
         if not wanted:
             return
-        rows = conn.execute(
-            "SELECT device_id, address FROM devices WHERE active AND device_id = ANY(%s)",
-            (wanted,),
-        ).fetchall()
-        self._addresses.update(rows)
-        for device_id in set(wanted) - {r[0] for r in rows}:
-            self._misses[device_id] = now
-        if len(self._misses) > 100_000:
-            self._misses = {d: t for d, t in self._misses.items() if now - t <= self.miss_seconds}
+        with self._lock:
+            rows = conn.execute(
+                "SELECT device_id, address FROM devices WHERE active AND device_id = ANY(%s)",
+                (wanted,),
+            ).fetchall()
+            self._addresses.update(rows)
+            for device_id in set(wanted) - {r[0] for r in rows}:
+                self._misses[device_id] = now
+            if len(self._misses) > 100_000:
+                self._misses = {
+                    d: t for d, t in self._misses.items() if now - t <= self.miss_seconds
+                }
+
+    def apply(self, conn: psycopg.Connection, device_ids: Iterable[str]) -> None:
+        """Reload these devices now ("*": all of them): a revoked one is forgotten at once."""
+        wanted = set(device_ids)
+        if "*" in wanted:
+            self._reload_all(conn, time.monotonic())
+            return
+        with self._lock:
+            rows = dict(
+                conn.execute(
+                    "SELECT device_id, address FROM devices WHERE active AND device_id = ANY(%s)",
+                    (list(wanted),),
+                ).fetchall()
+            )
+            for device_id in wanted:
+                if device_id in rows:
+                    self._addresses[device_id] = rows[device_id]
+                    self._misses.pop(device_id, None)
+                else:
+                    self._addresses.pop(device_id, None)
+
+    def _reload_all(self, conn: psycopg.Connection, now: float) -> None:
+        with self._lock:
+            rows = conn.execute("SELECT device_id, address FROM devices WHERE active").fetchall()
+            self._addresses = dict(rows)
+            self._misses.clear()
+            self._loaded_at = now

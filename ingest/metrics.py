@@ -36,20 +36,29 @@ SUBSCRIBED = Gauge(
     "gridshare_ingest_subscribed",
     "1 once the broker confirmed the telemetry subscription (readiness), else 0",
 )
+QUARANTINE_UNSTORED = Counter(
+    "gridshare_ingest_quarantine_unstored",
+    "Quarantined messages not stored (over the device's quarantine rate), by reason",
+    ["reason"],
+)
+QUARANTINE_PRUNED = Counter(
+    "gridshare_ingest_quarantine_pruned", "Quarantine rows deleted after the retention"
+)
 DB_RETRIES = Counter("gridshare_ingest_db_retries", "Batches retried after a database error")
 
 for _outcome in OUTCOMES:
     MESSAGES.labels(_outcome)
 for _reason in QuarantineReason:
     QUARANTINED.labels(_reason.value)
+    QUARANTINE_UNSTORED.labels(_reason.value)
 
 
-def serve(port: int) -> None:
-    """Expose /metrics on `port` (0 disables it)."""
+def serve(port: int, host: str = "127.0.0.1") -> None:
+    """Expose /metrics on `host`:`port` (port 0 disables it); loopback unless configured."""
     if port == 0:
         return
     try:
-        start_http_server(port, addr="0.0.0.0")
+        start_http_server(port, addr=host)
     except OSError as exc:
         raise ConfigError("GRIDSHARE_INGEST_METRICS_PORT", f"{port}: {exc.strerror}") from exc
 

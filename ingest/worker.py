@@ -29,7 +29,9 @@ from gridshare.core.payloads import QuarantineReason
 from gridshare.core.settings import Settings
 from gridshare.ingest import metrics
 from gridshare.ingest.devices import DeviceDirectory
+from gridshare.ingest.quarantine import QuarantinePolicy, prune
 from gridshare.ingest.receiver import Receiver, ReceiverDied
+from gridshare.ingest.revocation import DeviceChanges
 from gridshare.ingest.validate import Message, Rejection, Verdict, classify, unknown_claim
 from gridshare.ingest.writer import BatchWriter, Outcome
 
@@ -41,6 +43,7 @@ DRAIN_IDLE = 0.5  # ... until nothing arrived for this long
 # interpreter lock back from the validating thread, which CPython hands over only every
 # switch interval (5 ms by default): up to ~25 ms per 500-message batch. 1 ms measured best.
 SWITCH_INTERVAL = 0.001
+PRUNE_SECONDS = 600.0  # quarantine retention applied this often (and at start)
 log = logging.getLogger(__name__)
 
 
@@ -63,6 +66,8 @@ class Worker:
         self.retire = retire
         self.client_id = default_client_id(settings)
         self.directory = DeviceDirectory()
+        self.changes = DeviceChanges(settings, self.directory)
+        self.quarantine = QuarantinePolicy.from_settings(settings)
         self.link = Receiver(
             settings, self.client_id, min(65535, max(1000, 8 * settings.ingest_batch_size))
         )
@@ -70,6 +75,7 @@ class Worker:
         self._conn: psycopg.Connection | None = None
         self._writer: BatchWriter | None = None
         self._next_sweep = 0.0
+        self._next_prune = 0.0
         self._gave_up = False  # a batch was left unacknowledged because we are stopping
         self._totals = dict.fromkeys(metrics.OUTCOMES, 0)
         self._validator = ThreadPoolExecutor(max_workers=1, thread_name_prefix="validate")
@@ -79,7 +85,8 @@ class Worker:
         sys.setswitchinterval(SWITCH_INTERVAL)
         db.migrate(self.settings)
         self.directory.ensure(self._database().conn, ())  # loads every registered device
-        metrics.serve(self.settings.ingest_metrics_port)
+        metrics.serve(self.settings.ingest_metrics_port, self.settings.ingest_metrics_host)
+        self.changes.start()
         self.link.start()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._stop)
@@ -91,6 +98,7 @@ class Worker:
             ended = self._retire() if self.retire else self._flush()
         finally:
             self._validator.shutdown(cancel_futures=True)
+            self.changes.stop()
             self.link.stop(end_session=ended)
             if self._conn is not None:
                 self._conn.close()
@@ -209,7 +217,7 @@ class Worker:
     def _database(self) -> BatchWriter:
         if self._writer is None:
             self._conn = db.connect(self.settings, autocommit=True)
-            self._writer = BatchWriter(self._conn)
+            self._writer = BatchWriter(self._conn, self.quarantine)
         return self._writer
 
     def _lost_database(self, exc: Exception) -> None:
@@ -240,6 +248,21 @@ class Worker:
             return
         if gone:
             log.info("devices offline", extra={"fields": {"devices": len(gone)}})
+        self._prune(now)
+
+    def _prune(self, now: float) -> None:
+        """Apply the quarantine retention, every PRUNE_SECONDS (one worker at a time)."""
+        if now < self._next_prune:
+            return
+        self._next_prune = now + PRUNE_SECONDS
+        try:
+            deleted = prune(self._database().conn, self.settings.quarantine_retention_days)
+        except (psycopg.Error, ServiceUnreachable) as exc:
+            self._lost_database(exc)
+            return
+        if deleted:
+            metrics.QUARANTINE_PRUNED.inc(deleted)
+            log.info("quarantine pruned", extra={"fields": {"rows": deleted}})
 
     def _count(self, batch: list[Verdict], outcome: Outcome, seconds: float) -> None:
         stored = len(outcome.stored) + len(outcome.statuses)
@@ -252,6 +275,8 @@ class Worker:
             self._totals[name] += count
         for rejection in outcome.quarantined:
             metrics.QUARANTINED.labels(rejection.reason.value).inc()
+        for rejection in outcome.unstored:
+            metrics.QUARANTINE_UNSTORED.labels(rejection.reason.value).inc()
         metrics.BATCH_SECONDS.observe(seconds)
         metrics.BATCH_SIZE.set(len(batch))
         metrics.LAG_SECONDS.set(time.monotonic() - min(v.message.received_mono for v in batch))

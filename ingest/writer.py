@@ -33,6 +33,7 @@ import psycopg
 
 from gridshare.core.payloads import QuarantineReason
 from gridshare.ingest.decide import Point, Stored, decide
+from gridshare.ingest.quarantine import QuarantinePolicy
 from gridshare.ingest.validate import Reading, Rejection, StatusChange, Verdict, claimed_id
 
 NOTIFY_CHANNEL = "gridshare_device"
@@ -108,14 +109,18 @@ class Outcome:
     duplicates: list[Reading] = field(default_factory=list)
     statuses: list[StatusChange] = field(default_factory=list)
     quarantined: list[Rejection] = field(default_factory=list)
+    unstored: list[Rejection] = field(default_factory=list)  # quarantined, over the budget
     devices: list[str] = field(default_factory=list)  # device_state rows changed
 
 
 class BatchWriter:
     """Writes verdicts on one connection (autocommit; each batch is an explicit transaction)."""
 
-    def __init__(self, conn: psycopg.Connection) -> None:
+    def __init__(
+        self, conn: psycopg.Connection, quarantine: QuarantinePolicy | None = None
+    ) -> None:
         self.conn = conn
+        self.quarantine = quarantine or QuarantinePolicy()
         for statement in STAGING:
             conn.execute(statement)
         self._with_state: set[str] = set()
@@ -148,7 +153,7 @@ class BatchWriter:
                 {r.telemetry.device_id for r in outcome.stored}
                 | set(self._apply_statuses(outcome.stored, statuses))
             )
-            self._quarantine(outcome.quarantined)
+            outcome.unstored = self._quarantine(outcome.quarantined)
             self._notify(outcome.devices)
         self._with_state.update(states)
         return outcome
@@ -304,29 +309,37 @@ class BatchWriter:
         ).fetchall()
         return [row[0] for row in rows]
 
-    def _quarantine(self, rejections: list[Rejection]) -> None:
-        if not rejections:
-            return
+    def _quarantine(self, rejections: list[Rejection]) -> list[Rejection]:
+        """Store what the per-device budget admits, payloads capped; the rest, unstored."""
+        stored, unstored = self.quarantine.admit(rejections)
+        if not stored:
+            return unstored
         with (
             self.conn.cursor() as cur,
             cur.copy(
-                "COPY quarantine (received_at, topic, reason, detail, payload, device_id)"
-                " FROM STDIN"
+                "COPY quarantine (received_at, topic, reason, detail, payload, device_id,"
+                " payload_bytes, payload_sha256) FROM STDIN"
             ) as copy,
         ):
-            copy.set_types(["timestamptz", "text", "text", "text", "bytea", "text"])
-            for rejection in rejections:
+            copy.set_types(
+                ["timestamptz", "text", "text", "text", "bytea", "text", "int4", "bytea"]
+            )
+            for rejection in stored:
                 message = rejection.message
+                payload, size, digest = self.quarantine.kept(message.payload)
                 copy.write_row(
                     (
                         _wall(message.received_at),
                         _text(message.topic),
                         rejection.reason.value,
                         _text(rejection.detail),
-                        message.payload,
+                        payload,
                         _claimed(message.topic),
+                        size,
+                        digest,
                     )
                 )
+        return unstored
 
     def _notify(self, device_ids: list[str]) -> None:
         """NOTIFY the API's live stream with the changed ids, in payloads under the limit."""

@@ -203,7 +203,9 @@ def test_rotate_key_updates_chain_database_and_file(
     before = read_identity(settings, "bs-000001")
     rotated = rotate_key(settings, "bs-000001")
     assert rotated.address != before.address
-    assert rotated.mqtt_password == before.mqtt_password
+    assert rotated.mqtt_password != before.mqtt_password
+    assert login_accepted(settings, rotated.mqtt_username, rotated.mqtt_password)
+    assert not login_accepted(settings, before.mqtt_username, before.mqtt_password)
     assert read_identity(settings, "bs-000001") == rotated
     assert stat.S_IMODE(os.stat(identity_path(settings, "bs-000001")).st_mode) == 0o600
     assert not identity_path(settings, "bs-000001").with_suffix(".json.new").exists()

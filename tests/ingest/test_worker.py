@@ -12,7 +12,8 @@ import time
 import httpx
 
 from gridshare.core import db
-from gridshare.core.payloads import encode_reading
+from gridshare.core.payloads import MAX_PAYLOAD_BYTES, encode_reading
+from gridshare.ingest.quarantine import QuarantinePolicy
 from tests.ingest.fleet import (
     GRIDSHARE,
     Device,
@@ -66,7 +67,7 @@ def test_every_bad_input_class_is_quarantined_and_the_worker_goes_on(
     nan = good.reading(1).replace(b'"power_w":7200.0', b'"power_w":NaN')
     cases = {
         # device index: (payload, expected reason)
-        1: (os.urandom(1_000_000), "too_large"),
+        1: (os.urandom(MAX_PAYLOAD_BYTES + 500), "too_large"),  # the broker refuses more
         2: (b"\xff\xfe\xfd not utf-8", "parse_error"),
         3: (b'{"v":1,', "parse_error"),
         4: (nan.replace(good.device_id.encode(), devices[4].device_id.encode()), "parse_error"),
@@ -93,7 +94,8 @@ def test_every_bad_input_class_is_quarantined_and_the_worker_goes_on(
     assert quarantined(conn, good.device_id)[0][0] == "meter_regression"
     for index, (payload, reason) in cases.items():
         rows = wait_until(lambda i=index: quarantined(conn, devices[i].device_id), 10, reason)
-        assert [(r[0], bytes(r[2])) for r in rows] == [(reason, payload)], rows[0][1]
+        kept = payload[: QuarantinePolicy().payload_bytes]
+        assert [(r[0], bytes(r[2])) for r in rows] == [(reason, kept)], rows[0][1]
     assert [r[0] for r in quarantined(conn, stranger.device_id)] == ["unknown_device"]
     assert stored(conn, devices[1:]) == (0, 0)
     assert worker.alive()
