@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 
 def write_private(path: Path, data: str | bytes) -> None:
@@ -20,8 +21,16 @@ def write_private(path: Path, data: str | bytes) -> None:
         raise
 
 
-def private_dir(path: Path) -> Path:
-    """Create `path` (and parents) if needed and make it 0700: only its owner may list it."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(path, 0o700)
+def private_dir(path: Path, mode: int = 0o700) -> Path:
+    """Create `path` (and parents) if needed and give it `mode`: only its owner may list it
+    (0711 lets other users pass through to a subdirectory of their own)."""
+    path.mkdir(mode=mode, parents=True, exist_ok=True)
+    os.chmod(path, mode)
     return path
+
+
+def open_private_log(path: Path) -> BinaryIO:
+    """Open a log for appending, mode 0600 (also when an older version left it readable)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "ab")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 from gridshare.core import db
 from gridshare.core.errors import GridshareError
+from gridshare.core.files import private_dir
 from gridshare.core.settings import Settings
 from gridshare.core.stack.anvil import Anvil
 from gridshare.core.stack.mosquitto import Mosquitto
@@ -19,7 +22,11 @@ def services(settings: Settings) -> list[LocalService]:
 
 
 def up(settings: Settings) -> dict[str, bool]:
-    """Start what is not running; {service: started_now}. A second call starts nothing."""
+    """Start what is not running; {service: started_now}. A second call starts nothing.
+
+    The state dir holds keys and passwords: only its owner may list it (0700; as root,
+    others may pass through to the directories of the services run as their own users)."""
+    private_dir(settings.state_path, 0o711 if os.geteuid() == 0 else 0o700)
     return {service.name: service.up() for service in services(settings)}
 
 

@@ -1,4 +1,11 @@
-"""The local Anvil chain: fixed mnemonic and chain id, state dumped and reloaded across restarts."""
+"""The local Anvil chain: fixed chain id, state dumped and reloaded across restarts.
+
+The mnemonic never reaches Anvil: it would show on its command line (`ps`) and in the account
+banner it prints. Every transaction is signed in-process anyway, so Anvil needs no keys: with
+the development mnemonic its own default accounts are the same ones; with any other, it
+starts without accounts and the ones derived here are funded through `anvil_setBalance`.
+Anvil runs `--quiet`, so its log never holds keys.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +14,15 @@ from pathlib import Path
 
 import httpx
 
+from gridshare.core.chain.accounts import derive_accounts
 from gridshare.core.errors import StackError
-from gridshare.core.settings import Settings
+from gridshare.core.files import private_dir
+from gridshare.core.settings import ANVIL_MNEMONIC, Settings
 from gridshare.core.stack.process import ManagedProcess, wait_until
 from gridshare.core.stack.service import LocalService
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
+BALANCE_WEI = 100_000 * 10**18
 
 
 def anvil_binary() -> str:
@@ -44,7 +54,9 @@ class Anvil(LocalService):
         self.port = settings.rpc_port
 
     def start(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
+        private_dir(self.process.log_file.parent)
+        development = self.settings.mnemonic.split() == ANVIL_MNEMONIC.split()
         self.process.start(
             [
                 anvil_binary(),
@@ -54,12 +66,11 @@ class Anvil(LocalService):
                 str(self.port),
                 "--chain-id",
                 str(self.settings.chain_id),
-                "--mnemonic",
-                self.settings.mnemonic,
+                "--quiet",
                 "--accounts",
-                "20",
+                "20" if development else "0",
                 "--balance",
-                "100000",
+                str(BALANCE_WEI // 10**18),
                 "--state",
                 str(self.state_file),
                 "--state-interval",
@@ -69,14 +80,28 @@ class Anvil(LocalService):
             ]
         )
         wait_until(self.healthy, 30, "answering JSON-RPC", self.process)
+        if not development:
+            self._fund()
+
+    def _fund(self) -> None:
+        """Give the derived accounts their balance (once: a restart reloads the state)."""
+        accounts = derive_accounts(self.settings)
+        for account in [accounts.admin, accounts.operator, *accounts.oracles, *accounts.investors]:
+            if int(self._rpc("eth_getBalance", [account.address, "latest"]), 16) == 0:
+                self._rpc("anvil_setBalance", [account.address, hex(BALANCE_WEI)])
+
+    def _rpc(self, method: str, params: list) -> str:
+        reply = httpx.post(
+            f"http://127.0.0.1:{self.port}",
+            json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params},
+            timeout=5,
+        ).json()
+        if "result" not in reply:
+            raise StackError(f"anvil: {method} failed: {str(reply.get('error'))[:200]}")
+        return reply["result"]
 
     def healthy(self) -> bool:
         try:
-            reply = httpx.post(
-                f"http://127.0.0.1:{self.port}",
-                json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []},
-                timeout=2,
-            )
-            return int(reply.json()["result"], 16) == self.settings.chain_id
-        except (httpx.HTTPError, ValueError, KeyError):
+            return int(self._rpc("eth_chainId", []), 16) == self.settings.chain_id
+        except (httpx.HTTPError, ValueError, StackError):
             return False

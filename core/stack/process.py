@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gridshare.core.errors import StackError
+from gridshare.core.files import open_private_log, private_dir
 
 
 @dataclass(frozen=True)
@@ -53,8 +54,8 @@ class ManagedProcess:
         env: Mapping[str, str] | None = None,
     ) -> int:
         """Start the service detached from this process; record its pid."""
-        self.log_file.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_file, "ab") as log:
+        private_dir(self.log_file.parent)
+        with open_private_log(self.log_file) as log:
             proc = subprocess.Popen(
                 list(argv),
                 stdin=subprocess.DEVNULL,
