@@ -26,6 +26,8 @@ from eth_utils import is_hex_address, to_checksum_address
 from psycopg import AsyncConnection
 
 from gridshare.api.errors import ApiError, bad_request
+from gridshare.core.errors import ConfigError
+from gridshare.core.files import private_dir, write_private
 from gridshare.core.settings import Settings
 
 with warnings.catch_warnings():  # the siwe grammar redefines core ABNF rules on import
@@ -33,6 +35,10 @@ with warnings.catch_warnings():  # the siwe grammar redefines core ABNF rules on
     import siwe
 
 NONCE_TTL = timedelta(minutes=10)
+CLOCK_SKEW = timedelta(minutes=1)  # a wallet's clock may run this far ahead
+MAX_MESSAGE_BYTES = 2048  # a SIWE message we issue is ~600 bytes
+SECRET_BYTES = 48  # random bytes of a generated secret
+MIN_JWT_SECRET_BYTES = 32  # HS256 keys shorter than the hash are weak
 STATEMENT = "Sign in to the gridshare investor dashboard."
 AUDIENCE = "gridshare-investor"
 
@@ -42,19 +48,39 @@ def api_domain(settings: Settings) -> str:
     return settings.api_domain or f"{settings.api_host}:{settings.api_port}"
 
 
-def state_secret(settings: Settings, name: str, configured: str) -> str:
-    """`configured` if set, else a random secret kept in `{state_dir}/api/{name}` (0600)."""
+def state_secret(settings: Settings, name: str, configured: str, min_bytes: int = 0) -> str:
+    """`configured` if set, else a random secret kept in `{state_dir}/api/{name}` (0600).
+
+    The file appears whole or not at all (written aside, then hard-linked into place, which
+    fails if it exists), so API workers starting together all read the one secret written
+    first, never an empty or partial one."""
     if configured:
+        if len(configured.encode()) < min_bytes:
+            raise ConfigError(f"GRIDSHARE_API_{name.upper()}", f"is shorter than {min_bytes} bytes")
         return configured
-    path: Path = settings.state_path / "api" / name
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path: Path = private_dir(settings.state_path / "api") / name
+    existing = _read_secret(path)
+    if existing:
+        return existing
+    tmp = path.with_name(f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    write_private(tmp, secrets.token_urlsafe(SECRET_BYTES))
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        if path.exists():  # empty: left by an older version; replace it
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)
     except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    return _read_secret(path)
+
+
+def _read_secret(path: Path) -> str:
+    try:
         return path.read_text().strip()
-    with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_urlsafe(32))
-    return path.read_text().strip()
+    except FileNotFoundError:
+        return ""
 
 
 def checksum(untrusted_address: str) -> str:
@@ -75,11 +101,18 @@ class Authenticator:
     domain: str = ""
     ttl: timedelta = field(default_factory=lambda: timedelta(hours=1))
 
+    @property
+    def uri(self) -> str:
+        """The `uri` of the messages we issue, and the only one accepted."""
+        return f"http://{self.domain}"
+
     @classmethod
     def from_settings(cls, settings: Settings) -> Authenticator:
         return cls(
             settings=settings,
-            jwt_secret=state_secret(settings, "jwt_secret", settings.api_jwt_secret),
+            jwt_secret=state_secret(
+                settings, "jwt_secret", settings.api_jwt_secret, MIN_JWT_SECRET_BYTES
+            ),
             api_key=state_secret(settings, "api_key", settings.api_key),
             domain=api_domain(settings),
             ttl=timedelta(seconds=settings.api_token_ttl_seconds),
@@ -97,7 +130,7 @@ class Authenticator:
             domain=self.domain,
             address=address,
             statement=STATEMENT,
-            uri=f"http://{self.domain}",
+            uri=self.uri,
             version="1",
             chain_id=self.settings.chain_id,
             nonce=nonce,
@@ -115,6 +148,8 @@ class Authenticator:
         self, conn: AsyncConnection, untrusted_message: str, untrusted_signature: str
     ) -> tuple[str, datetime, str]:
         """(token, expires_at, address) for a valid signed message, else 400/401."""
+        if len(untrusted_message.encode("utf-8", "replace")) > MAX_MESSAGE_BYTES:
+            raise bad_request(f"message: longer than {MAX_MESSAGE_BYTES} bytes")
         try:
             message = siwe.SiweMessage.from_message(untrusted_message)
         except Exception as exc:  # the parser raises assorted errors for malformed text
@@ -134,6 +169,11 @@ class Authenticator:
             raise unauthorized("chain_mismatch", f"message is for chain {message.chain_id}")
         if message.address != issued_to:
             raise unauthorized("address_mismatch", "nonce was issued to another address")
+        if message.uri != self.uri:
+            raise unauthorized("uri_mismatch", "message is for another URI")
+        issued_at = _parse_time(message.issued_at)
+        if issued_at is None or not now - NONCE_TTL <= issued_at <= now + CLOCK_SKEW:
+            raise unauthorized("issued_at_invalid", "issued-at is not a time of the last minutes")
         if nonce_expires <= now:
             raise unauthorized("message_expired", "nonce expired; get a new one")
         try:
@@ -187,6 +227,15 @@ class Authenticator:
 
 def _iso(t: datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_time(untrusted_text: object) -> datetime | None:
+    """An RFC 3339 time with an offset, or None."""
+    try:
+        parsed = datetime.fromisoformat(str(untrusted_text).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
 
 
 class RateLimiter:

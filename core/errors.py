@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import re
+from urllib.parse import urlsplit
+
+URL_RE = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s'\"<>()]+", re.IGNORECASE)
+PATH_RE = re.compile(r"(?<![\w:/.])(?:/[\w.@+-]+){2,}/?")
+
 
 class GridshareError(Exception):
     """Base of every error gridshare reports to a user as one line."""
@@ -11,7 +17,7 @@ class ConfigError(GridshareError):
     """A setting is missing or malformed."""
 
     def __init__(self, setting: str, problem: str) -> None:
-        super().__init__(f"configuration: {setting} {problem}")
+        super().__init__(f"configuration: {setting} {redact(problem)}")
         self.setting = setting
 
 
@@ -20,8 +26,8 @@ class ServiceUnreachable(GridshareError):
 
     def __init__(self, service: str, setting: str, url: str, cause: object) -> None:
         super().__init__(
-            f"{service} unreachable at {url} ({_short(cause)}); check {setting} "
-            "or start the local stack with `gridshare stack up`"
+            f"{service} unreachable at {redact_url(url)} ({redact(_short(cause))}); check "
+            f"{setting} or start the local stack with `gridshare stack up`"
         )
         self.service = service
         self.setting = setting
@@ -51,3 +57,23 @@ class ContractRevert(GridshareError):
 def _short(cause: object) -> str:
     text = str(cause).strip().splitlines()
     return text[0][:200] if text else type(cause).__name__
+
+
+def redact_url(url: str) -> str:
+    """`scheme://host:port` of a URL: no credentials, no path or query (which may hold keys)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "<url>"
+    return f"{parts.scheme}://{host}{port}"
+
+
+def redact(text: str, paths: bool = False) -> str:
+    """`text` with every URL cut to scheme, host and port, and (with `paths`) every
+    file-system path cut to its last part: for messages that leave the process."""
+    text = URL_RE.sub(lambda m: redact_url(m.group(0)), text)
+    if paths:
+        text = PATH_RE.sub(lambda m: ".../" + m.group(0).rstrip("/").rsplit("/", 1)[-1], text)
+    return text

@@ -80,12 +80,6 @@ def credentials(settings: Settings) -> tuple[str, str]:
     return INGEST_USER, password
 
 
-def redacted(url: str) -> str:
-    parts = urlsplit(url)
-    host = f"{parts.hostname}:{parts.port}" if parts.port else (parts.hostname or "")
-    return f"{parts.scheme}://{host}"
-
-
 Raw = tuple[int, int, int, str, bytes, float, float]
 """A received message: mid, qos, session epoch, topic, payload, wall and monotonic time."""
 

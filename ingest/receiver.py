@@ -34,7 +34,7 @@ from multiprocessing.connection import Connection
 from gridshare.core.errors import GridshareError, ServiceUnreachable
 from gridshare.core.logs import setup_logging
 from gridshare.core.settings import Settings
-from gridshare.ingest.broker import BrokerLink, Raw, credentials, redacted
+from gridshare.ingest.broker import BrokerLink, Raw, credentials
 from gridshare.ingest.metrics import SUBSCRIBED
 from gridshare.ingest.validate import Message
 
@@ -117,7 +117,7 @@ class Receiver:
         cause = self._reply("started", timeout + 30)  # + the child's interpreter start
         if cause is not None:
             self.stop()
-            url = redacted(self.settings.mqtt_url)
+            url = self.settings.mqtt_url  # ServiceUnreachable shows host and port only
             raise ServiceUnreachable("broker", "GRIDSHARE_MQTT_URL", url, cause)
 
     def ack(self, messages: Iterable[Message]) -> None:

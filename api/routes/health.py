@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from gridshare.api.deps import Context
 from gridshare.api.metrics import REGISTRY
 from gridshare.api.schemas import DependencyState, Health
+from gridshare.core.errors import redact
 
 router = APIRouter(tags=["operations"])
 
@@ -44,7 +45,8 @@ async def _chain(ctx: Context) -> DependencyState:
 
 
 def _line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
+    """The error's first line, without credentials, URLs' paths or file paths."""
+    text = redact(str(exc), paths=True).strip().splitlines()
     return (text[0][:200] if text else type(exc).__name__) or type(exc).__name__
 
 
