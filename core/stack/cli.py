@@ -10,6 +10,7 @@ from gridshare.core import db, stack
 from gridshare.core.broker_auth import BrokerAuth
 from gridshare.core.settings import Settings
 from gridshare.core.stack.mosquitto import render_config
+from gridshare.core.tls import CertificateAuthority
 
 stack_app = typer.Typer(no_args_is_help=True, help="The local PostgreSQL, Mosquitto and Anvil.")
 console = Console()
@@ -42,15 +43,21 @@ def stack_status() -> None:
 
 
 @stack_app.command("broker-config")
-def stack_broker_config(listen: str = "0.0.0.0:1883") -> None:
-    """Write the broker's config, password and ACL files into the state dir, for a broker
-    run elsewhere (docker-compose mounts the state volume into the Mosquitto container)."""
+def stack_broker_config(listen: str = "0.0.0.0:1883", device_listen: str = "0.0.0.0:8883") -> None:
+    """Write the broker's config, password, ACL and TLS files into the state dir, for a
+    broker run elsewhere (docker-compose mounts the state volume into the Mosquitto
+    container). The server certificate names the host of GRIDSHARE_MQTT_DEVICE_URL."""
     settings = Settings()
     auth = BrokerAuth(settings)
     auth.ensure_service_accounts()
+    ca = CertificateAuthority(settings)
+    ca.ensure()
     host, _, port = listen.rpartition(":")
+    device_host, _, device_port = device_listen.rpartition(":")
     config = auth.dir / "mosquitto.conf"
-    config.write_text(render_config(auth, host, int(port), as_root=True))
+    config.write_text(
+        render_config(auth, ca, (host, int(port)), (device_host, int(device_port)), as_root=True)
+    )
     console.print(f"broker config: {config}")
 
 

@@ -63,7 +63,13 @@ class Mosquitto(LocalService):
         ca.ensure()
         private_dir(self.process.log_file.parent)
         self.config_file.write_text(
-            render_config(self.auth, ca, self.settings, as_root=os.geteuid() == 0)
+            render_config(
+                self.auth,
+                ca,
+                (self.settings.mqtt_host, self.settings.mqtt_port),
+                (self.settings.mqtt_device_host, self.settings.mqtt_device_port),
+                as_root=os.geteuid() == 0,
+            )
         )
         raise_open_files_limit()  # one connection per device
         self.process.start([binary, "-c", str(self.config_file)])
@@ -92,7 +98,11 @@ class Mosquitto(LocalService):
 
 
 def render_config(
-    auth: BrokerAuth, ca: CertificateAuthority, settings: Settings, as_root: bool
+    auth: BrokerAuth,
+    ca: CertificateAuthority,
+    services: tuple[str, int],
+    devices: tuple[str, int],
+    as_root: bool,
 ) -> str:
     """The broker's config: a service and a device listener, each with its own logins and
     ACL, persistence for QoS 1 sessions, packet and queue limits.
@@ -120,14 +130,14 @@ log_type warning
 log_type notice
 connection_messages false
 
-# services (ingest, admin): plain, loopback only
-listener {settings.mqtt_port} {settings.mqtt_host}
+# services (ingest, admin): plain, on a private address only
+listener {services[1]} {services[0]}
 allow_anonymous false
 password_file {auth.service_password_file}
 acl_file {auth.service_acl_file}
 
 # devices: TLS, client id = username
-listener {settings.mqtt_device_port} {settings.mqtt_device_host}
+listener {devices[1]} {devices[0]}
 allow_anonymous false
 password_file {auth.password_file}
 acl_file {auth.acl_file}
