@@ -19,12 +19,14 @@ from gridshare.core.tls import CertificateAuthority, client_context
 log = logging.getLogger(__name__)
 
 
-def device_client(settings: Settings, username: str, password: str) -> mqtt.Client:
+def device_client(
+    settings: Settings, username: str, password: str, client_id: str = ""
+) -> mqtt.Client:
     """An MQTT v5 client for the device listener (TLS, the stack's CA), not yet connected;
     connect it with `connect_device`. (The broker makes its client id the username.)"""
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
-        client_id=f"gridshare-probe-{time.monotonic_ns()}",
+        client_id=client_id or f"gridshare-probe-{time.monotonic_ns()}",
         protocol=mqtt.MQTTv5,
     )
     client.username_pw_set(username, password)
