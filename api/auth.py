@@ -65,12 +65,10 @@ def state_secret(settings: Settings, name: str, configured: str, min_bytes: int 
     tmp = path.with_name(f".{name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
     write_private(tmp, secrets.token_urlsafe(SECRET_BYTES))
     try:
-        if path.exists():  # empty: left by an older version; replace it
-            os.replace(tmp, path)
-        else:
-            os.link(tmp, path)
+        os.link(tmp, path)
     except FileExistsError:
-        pass
+        if not _read_secret(path):  # an empty file, left by an older version
+            os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     return _read_secret(path)
