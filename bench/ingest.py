@@ -24,6 +24,12 @@ PostgreSQL and Mosquitto (free ports, temporary state dir):
 Messages are signed before timing and published from a separate process. Prints JSON and
 writes bench/results/ingest.json. Target: >= 5,000 msg/s committed and >= half the slower
 raw limit.
+
+`python bench/ingest.py flood` (a mode of its own, bench/results/ingest_flood.json): p50/p99
+publish -> commit latency of well-behaved devices at a paced load, in one run without and
+then with one device flooding 10,000 bad 16 KiB messages over its own TLS connection, and how
+much the quarantine grew. Target: p99 under the flood <= FLOOD_P99_TARGET_MS, and the
+quarantine grown by at most the per-device cap.
 """
 
 from __future__ import annotations
@@ -508,14 +514,19 @@ def start_stack(settings: Settings) -> None:
     db.migrate(settings)
 
 
+def bench_settings(tmp: str) -> Settings:
+    return Settings(
+        state_dir=Path(tmp) / "state",
+        db_url=f"postgresql://gridshare@127.0.0.1:{free_port()}/gridshare",
+        mqtt_url=f"mqtt://127.0.0.1:{free_port()}",
+        mqtt_device_url=f"mqtts://127.0.0.1:{free_port()}",
+        ingest_metrics_port=0,
+    )
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory(prefix="gridshare-bench-ingest-") as tmp:
-        settings = Settings(
-            state_dir=Path(tmp) / "state",
-            db_url=f"postgresql://gridshare@127.0.0.1:{free_port()}/gridshare",
-            mqtt_url=f"mqtt://127.0.0.1:{free_port()}",
-            ingest_metrics_port=0,
-        )
+        settings = bench_settings(tmp)
         try:
             start_stack(settings)
             fleets = {
@@ -539,15 +550,140 @@ def main() -> None:
     print(json.dumps(result, indent=2))
 
 
+# --- flood mode: latency of well-behaved devices while one device floods -----------------
+
+FLOOD_DEVICES = 200  # well-behaved devices
+FLOOD_MESSAGES = 10_000  # bad messages from the flooding device
+FLOOD_PACED = 6_000  # well-behaved readings per phase
+FLOOD_RATE = 300.0  # well-behaved readings per second, offered
+FLOOD_P99_TARGET_MS = 1_000.0
+
+
+def flood(settings: Settings, device_id: str, password: str, count: int) -> None:
+    """Child: publish `count` bad 16 KiB messages as `device_id` over its TLS connection, as
+    fast as the broker acknowledges them; print {"seconds"}."""
+    from gridshare.core.payloads import MAX_PAYLOAD_BYTES
+    from gridshare.gateway.broker import connect_device, device_client
+
+    client = device_client(settings, device_id, password)
+    client.max_inflight_messages_set(100)
+    acked = [0]
+    client.on_publish = lambda *_: acked.__setitem__(0, acked[0] + 1)
+    connect_device(settings, client)
+    client.loop_start()
+    bad = b"{" + os.urandom(MAX_PAYLOAD_BYTES - 1)
+    started = time.monotonic()
+    for _ in range(count):
+        client.publish(TELEMETRY_TOPIC.format(device_id=device_id), bad, qos=1)
+    while acked[0] < count:
+        time.sleep(0.01)
+    print(json.dumps({"seconds": round(time.monotonic() - started, 2)}), flush=True)
+    client.disconnect()
+    client.loop_stop()
+
+
+def run_flood(settings: Settings, workdir: Path) -> dict:
+    """Paced well-behaved load, first alone, then beside the flood; both latencies."""
+    from gridshare.gateway.broker import wait_for_login
+    from gridshare.ingest.quarantine import QuarantinePolicy
+
+    with db.connect(settings, autocommit=True) as conn:
+        fleet = register(conn, FLOOD_DEVICES, "flood")
+        flooder = register(conn, 1, "flooder")[0][0]
+        password = secrets.token_urlsafe(18)
+        BrokerAuth(settings).add_users({flooder: password})
+        wait_for_login(settings, flooder, password)
+        device_ids = [d for d, _ in fleet]
+        per_phase = FLOOD_PACED // FLOOD_DEVICES
+        calm = signed(fleet, list(range(1, per_phase + 1)))
+        stormy = signed(fleet, list(range(per_phase + 1, 2 * per_phase + 1)))
+        worker = start_worker(settings, "flood", workdir)
+        try:
+            times = run_publisher(settings, calm, workdir, FLOOD_RATE)
+            wait_rows(conn, device_ids, len(calm), 300)
+            calm_latency = latencies(calm, times, commit_times(conn, device_ids))
+            progress(f"without flood: p99 {percentile(calm_latency, 0.99)} ms")
+            size_before = conn.execute("SELECT pg_total_relation_size('quarantine')").fetchone()[0]
+            started = time.monotonic()
+            flooding = subprocess.Popen(
+                child(settings, "flood", flooder, password, FLOOD_MESSAGES),
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            time.sleep(0.5)  # the flood is under way
+            times = run_publisher(settings, stormy, workdir, FLOOD_RATE)
+            out, _ = flooding.communicate(timeout=900)
+            wait_rows(conn, device_ids, len(calm) + len(stormy), 300)
+            stormy_latency = latencies(stormy, times, commit_times(conn, device_ids))
+            time.sleep(3)  # the rest of the flood reaches the quarantine
+            elapsed = time.monotonic() - started
+            rows, kept = conn.execute(
+                "SELECT count(*), coalesce(sum(octet_length(payload)), 0) FROM quarantine"
+                " WHERE device_id = %s",
+                (flooder,),
+            ).fetchone()
+            size_after = conn.execute("SELECT pg_total_relation_size('quarantine')").fetchone()[0]
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(120)
+    policy = QuarantinePolicy.from_settings(settings)
+    cap_rows = policy.burst + int(policy.per_minute * elapsed / 60) + 1
+    p99_flood = percentile(stormy_latency, 0.99)
+    return {
+        "well_behaved_devices": FLOOD_DEVICES,
+        "offered_msgs_per_s": FLOOD_RATE,
+        "messages_per_phase": len(calm),
+        "p50_latency_ms_without_flood": percentile(calm_latency, 0.5),
+        "p99_latency_ms_without_flood": percentile(calm_latency, 0.99),
+        "p50_latency_ms_with_flood": percentile(stormy_latency, 0.5),
+        "p99_latency_ms_with_flood": p99_flood,
+        "flood_messages": FLOOD_MESSAGES,
+        "flood_message_bytes": len(b"{") + 16 * 1024 - 1,
+        "flood_seconds": json.loads(out.strip().splitlines()[-1])["seconds"],
+        "quarantine_rows_stored": rows,
+        "quarantine_payload_bytes_stored": kept,
+        "quarantine_cap_rows": cap_rows,
+        "quarantine_table_growth_bytes": size_after - size_before,
+        "target_p99_ms_with_flood": FLOOD_P99_TARGET_MS,
+        "meets_target": p99_flood <= FLOOD_P99_TARGET_MS and rows <= cap_rows,
+    }
+
+
+def main_flood() -> None:
+    with tempfile.TemporaryDirectory(prefix="gridshare-bench-flood-") as tmp:
+        settings = bench_settings(tmp)
+        try:
+            start_stack(settings)
+            figures = run_flood(settings, Path(tmp))
+        finally:
+            Mosquitto(settings).down()
+            Postgres(settings).down()
+    result = {
+        "benchmark": "ingest_flood",
+        "cpus": os.cpu_count(),
+        "loadavg_1m": round(os.getloadavg()[0], 2),
+        **figures,
+    }
+    path = RESULTS.with_name("ingest_flood.json")
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    if not result["meets_target"]:
+        sys.exit(1)
+
+
 if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "child":
         child_settings = Settings.model_validate_json(sys.argv[2])
         role, *rest = sys.argv[3:]
-        if role == "publish":
+        if role == "flood":
+            flood(child_settings, rest[0], rest[1], int(rest[2]))
+        elif role == "publish":
             publish(child_settings, rest[0], rest[1], float(rest[2]))
         elif rest[1] == "drain-loop":
             drain_with_receiving_loop(child_settings, int(rest[0]))
         else:
             consume(child_settings, int(rest[0]), rest[1], float(rest[2]))
+    elif sys.argv[1:] == ["flood"]:
+        main_flood()
     else:
         main()
