@@ -28,8 +28,8 @@ raw limit.
 `python bench/ingest.py flood` (a mode of its own, bench/results/ingest_flood.json): p50/p99
 publish -> commit latency of well-behaved devices at a paced load, in one run without and
 then with one device flooding 10,000 bad 16 KiB messages over its own TLS connection, and how
-much the quarantine grew. Target: p99 under the flood <= FLOOD_P99_TARGET_MS, and the
-quarantine grown by at most the per-device cap.
+much the quarantine grew. Target: the flood at most doubles the p99 (plus 250 ms of slack for
+a busy machine), and the quarantine grows by at most the per-device cap.
 """
 
 from __future__ import annotations
@@ -556,7 +556,7 @@ FLOOD_DEVICES = 200  # well-behaved devices
 FLOOD_MESSAGES = 10_000  # bad messages from the flooding device
 FLOOD_PACED = 6_000  # well-behaved readings per phase
 FLOOD_RATE = 300.0  # well-behaved readings per second, offered
-FLOOD_P99_TARGET_MS = 1_000.0
+FLOOD_P99_FACTOR, FLOOD_P99_SLACK_MS = 2.0, 250.0  # p99 with flood <= factor * without + slack
 
 
 def flood(settings: Settings, device_id: str, password: str, count: int) -> None:
@@ -629,6 +629,7 @@ def run_flood(settings: Settings, workdir: Path) -> dict:
     policy = QuarantinePolicy.from_settings(settings)
     cap_rows = policy.burst + int(policy.per_minute * elapsed / 60) + 1
     p99_flood = percentile(stormy_latency, 0.99)
+    p99_target = round(FLOOD_P99_FACTOR * percentile(calm_latency, 0.99) + FLOOD_P99_SLACK_MS, 1)
     return {
         "well_behaved_devices": FLOOD_DEVICES,
         "offered_msgs_per_s": FLOOD_RATE,
@@ -644,8 +645,8 @@ def run_flood(settings: Settings, workdir: Path) -> dict:
         "quarantine_payload_bytes_stored": kept,
         "quarantine_cap_rows": cap_rows,
         "quarantine_table_growth_bytes": size_after - size_before,
-        "target_p99_ms_with_flood": FLOOD_P99_TARGET_MS,
-        "meets_target": p99_flood <= FLOOD_P99_TARGET_MS and rows <= cap_rows,
+        "target_p99_ms_with_flood": p99_target,
+        "meets_target": p99_flood <= p99_target and rows <= cap_rows,
     }
 
 
