@@ -205,6 +205,7 @@ def main() -> None:
             state_dir=Path(tmp) / "state",
             db_url=f"postgresql://gridshare@127.0.0.1:{free_port()}/gridshare",
             mqtt_url=f"mqtt://127.0.0.1:{free_port()}",
+            mqtt_device_url=f"mqtts://127.0.0.1:{free_port()}",
             rpc_url=f"http://127.0.0.1:{free_port()}",
         )
         stack.up(settings)

@@ -197,6 +197,7 @@ def rotate_key(settings: Settings, device_id: str) -> DeviceIdentity:
     auth = BrokerAuth(settings)
     auth.remove_users([current.mqtt_username])  # ends the session under the old password
     auth.add_users({rotated.mqtt_username: rotated.mqtt_password})
+    wait_for_login(settings, rotated.mqtt_username, rotated.mqtt_password)
     pending_path.replace(identity_path(settings, device_id))
     log.info(
         "device key rotated",
