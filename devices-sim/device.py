@@ -20,6 +20,7 @@ from typing import Any
 from coincurve import PrivateKey
 
 from gridshare.core.payloads import (
+    MAX_PAYLOAD_BYTES,
     STATUS_TOPIC,
     TELEMETRY_TOPIC,
     canonical_bytes,
@@ -193,8 +194,8 @@ def garbage(variant: str, fields: dict[str, Any], key: bytes, rng: random.Random
         return b"temperature=" + str(rng.randint(-40, 90)).encode() + b";{broken"
     if variant == "invalid_utf8":
         return json.dumps(fields).encode()[:-1] + b',"note":"\xff\xfe\xc3\x28"}'
-    if variant == "blob_1mb":
-        return rng.randbytes(1 << 20)
+    if variant == "blob_oversize":  # over the payload limit, under the broker's packet cap
+        return rng.randbytes(MAX_PAYLOAD_BYTES + 512)
     if variant == "nan":
         untrusted = fields | {"power_w": math.nan}
         unsigned = json.dumps(untrusted, sort_keys=True, separators=(",", ":"))

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from gridshare.core.errors import ConfigError
 
 FAULTS = ("disconnect", "duplicate", "reorder", "skew", "garbage", "badsig", "reset")
-GARBAGE_VARIANTS = ("not_json", "invalid_utf8", "blob_1mb", "nan", "wrong_types")
+GARBAGE_VARIANTS = ("not_json", "invalid_utf8", "blob_oversize", "nan", "wrong_types")
 DEFAULT_RATE = 0.01
 
 

@@ -51,7 +51,7 @@ EXPECTED_REASON = {
     "garbage:not_json": "parse_error",
     "garbage:invalid_utf8": "parse_error",
     "garbage:nan": "parse_error",
-    "garbage:blob_1mb": "too_large",
+    "garbage:blob_oversize": "too_large",
     "garbage:wrong_types": "schema_error",
 }
 

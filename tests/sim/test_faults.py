@@ -11,6 +11,7 @@ import pytest
 
 from gridshare.core.errors import ConfigError
 from gridshare.core.payloads import (
+    MAX_PAYLOAD_BYTES,
     DeviceType,
     PayloadError,
     QuarantineReason,
@@ -98,7 +99,7 @@ def test_garbage_variants_fail_parsing_as_intended() -> None:
     expected = {
         "garbage:not_json": QuarantineReason.PARSE_ERROR,
         "garbage:invalid_utf8": QuarantineReason.PARSE_ERROR,
-        "garbage:blob_1mb": QuarantineReason.TOO_LARGE,
+        "garbage:blob_oversize": QuarantineReason.TOO_LARGE,
         "garbage:nan": QuarantineReason.PARSE_ERROR,
         "garbage:wrong_types": QuarantineReason.SCHEMA_ERROR,
     }
@@ -107,8 +108,8 @@ def test_garbage_variants_fail_parsing_as_intended() -> None:
         with pytest.raises(PayloadError) as caught:
             parse_telemetry(message.payload)
         assert caught.value.reason is expected[message.kind], message.kind
-        if message.kind == "garbage:blob_1mb":
-            assert len(message.payload) == 1 << 20
+        if message.kind == "garbage:blob_oversize":
+            assert len(message.payload) == MAX_PAYLOAD_BYTES + 512
         if message.kind == "garbage:invalid_utf8":
             with pytest.raises(UnicodeDecodeError):
                 message.payload.decode()
