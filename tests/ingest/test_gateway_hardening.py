@@ -71,7 +71,7 @@ def service_listener_refuses(settings: Settings, device: Device, password: str, 
 
 
 def test_device_cannot_take_the_ingest_client_id(stack_settings, conn, ingest_worker):
-    worker = ingest_worker(retire=False)
+    worker = ingest_worker()  # retires on stop: no session left to queue later tests' load
     ingest_id = f"gridshare-ingest-{socket.gethostname()}-{worker.worker}"
     device = register(conn, 1)[0]
     password = with_login(stack_settings, device)
