@@ -9,6 +9,7 @@ import logging
 from dataclasses import dataclass
 
 from eth_utils import to_checksum_address
+from web3.logs import DISCARD
 
 from gridshare.core.chain.accounts import ChainAccount
 from gridshare.core.errors import ContractRevert, GridshareError
@@ -84,7 +85,7 @@ def _fund_once(ctx: OracleContext, pool: str) -> Payment:
         ctx.registry.functions.fund(pool_id, owed), operator, what=f"fund {pool}"
     )
     tx_hash = "0x" + bytes(receipt["transactionHash"]).hex()
-    funded = ctx.registry.events.Funded().process_receipt(receipt)
+    funded = ctx.registry.events.Funded().process_receipt(receipt, errors=DISCARD)
     paid = int(funded[0]["args"]["amount"]) if funded else owed  # what arrived at the token
     log.info(
         "pool funded",
