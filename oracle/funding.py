@@ -19,6 +19,7 @@ from gridshare.oracle.leaves import text_id
 log = logging.getLogger(__name__)
 FUND_ATTEMPTS = 3
 LOCAL_CHAIN_IDS = (31337,)  # where the admin may mint test stablecoin to the operator
+NOW = "pending"  # finality depends on the clock: read as of the next block
 
 
 @dataclass(frozen=True)
@@ -33,12 +34,12 @@ class Payment:
 def pending(ctx: OracleContext, pool_id: bytes) -> tuple[int, int | None]:
     """(investor amount still in the window, when the first pending epoch becomes final)."""
     functions = ctx.registry.functions
-    amount = int(ctx.client.call(functions.pendingAmount(pool_id)))
-    final = int(ctx.client.call(functions.finalizedEpoch(pool_id)))
-    latest = int(ctx.client.call(functions.latestEpoch(pool_id)))
+    amount = int(ctx.client.call(functions.pendingAmount(pool_id), NOW))
+    final = int(ctx.client.call(functions.finalizedEpoch(pool_id), NOW))
+    latest = int(ctx.client.call(functions.latestEpoch(pool_id), NOW))
     if latest <= final:
         return amount, None
-    return amount, int(ctx.client.call(functions.challengeEnds(pool_id, final + 1)))
+    return amount, int(ctx.client.call(functions.challengeEnds(pool_id, final + 1), NOW))
 
 
 def fund(ctx: OracleContext, pool: str) -> Payment:
@@ -57,7 +58,7 @@ def fund(ctx: OracleContext, pool: str) -> Payment:
 
 def _fund_once(ctx: OracleContext, pool: str) -> Payment:
     pool_id = _pool_id(ctx, pool)
-    owed = int(ctx.client.call(ctx.registry.functions.owed(pool_id)))
+    owed = int(ctx.client.call(ctx.registry.functions.owed(pool_id), NOW))
     waiting, next_final_at = pending(ctx, pool_id)
     if owed == 0:
         return Payment(0, None, pending=waiting, next_final_at=next_final_at)

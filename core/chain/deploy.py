@@ -18,7 +18,7 @@ from eth_utils import is_address, to_checksum_address
 from web3.exceptions import BadFunctionCallOutput
 
 from gridshare.core.chain.accounts import Accounts, load_accounts
-from gridshare.core.chain.client import ChainClient
+from gridshare.core.chain.client import LOCAL_CHAIN_ID, ChainClient
 from gridshare.core.chain.compile import compile_contracts
 from gridshare.core.chain.deployment import (
     CONTRACT_NAMES,
@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 KYC_VALIDITY_SECONDS = 10 * 365 * 86400
 OPERATOR_FLOAT = 1_000_000_000 * 10**6  # test stablecoin minted to the operator: 1e9 gHKD
 MAX_UINT256 = 2**256 - 1
-LOCAL_CHAIN_ID = 31337
 LOCAL_CHALLENGE_SECONDS = 60  # the local stack's short challenge window
 PRODUCTION_CHALLENGE_SECONDS = 24 * 3600
 MAX_COIN_DECIMALS = 8  # as AttestationRegistry.MAX_COIN_DECIMALS
