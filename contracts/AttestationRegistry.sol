@@ -201,10 +201,18 @@ contract AttestationRegistry is AccessControl, EIP712, ReentrancyGuardTransient 
         bytes32 other = poolOfToken[token];
         if (other != bytes32(0)) revert TokenAlreadyRegistered(token, other);
         if (IRevenueDistributor(token).stablecoin() != stablecoin) revert TokenStablecoinMismatch(token);
-        Pool storage p = _pools[poolId];
-        p.token = token;
-        p.shareBps = shareBps;
-        p.currencyExponent = currencyExponent;
+        _pools[poolId] = Pool({
+            token: token,
+            shareBps: shareBps,
+            currencyExponent: currencyExponent,
+            latestEpoch: 0,
+            lastPeriodEnd: 0,
+            lastChallengeEnds: 0,
+            settledEpoch: 0,
+            vetoes: 0,
+            settled: 0,
+            funded: 0
+        });
         poolOfToken[token] = poolId;
         emit PoolRegistered(poolId, token, shareBps, currencyExponent);
     }

@@ -72,6 +72,7 @@ def attest_next(ctx: OracleContext, pool: str, force: bool = False) -> Outcome:
             return Outcome(pool, None, "busy", f"{pool}: another oracle process is attesting it")
         try:
             ctx.refresh()
+            ctx.sync_pool_terms(conn, pool)
             challenges.reopen_vetoed(ctx, conn, pool)
             return _step(ctx, conn, pool, force)
         finally:

@@ -9,6 +9,7 @@ import threading
 from dataclasses import dataclass, field
 from functools import cached_property
 
+import psycopg
 from web3.contract import Contract
 
 from gridshare.core.chain.accounts import Accounts, ChainAccount, load_accounts
@@ -81,6 +82,22 @@ class OracleContext:
             with self._lock:
                 self._signing[pool] = known
         return known
+
+    def sync_pool_terms(self, conn: psycopg.Connection, pool: str) -> None:
+        """Copy the pool's currency exponent and the stablecoin's decimals from the registry
+        into the pools table, where the signers read them to convert revenue."""
+        token, _, _, _, exponent = self.client.call(self.registry.functions.pool(text_id(pool)))
+        if int(token, 16) == 0:
+            return  # not on-chain (yet): nothing to copy
+        conn.execute(
+            "UPDATE pools SET currency_exponent = %s, coin_decimals = %s WHERE name = %s"
+            " AND (currency_exponent, coin_decimals) IS DISTINCT FROM (%s, %s)",
+            (exponent, self.coin_decimals, pool, exponent, self.coin_decimals),
+        )
+
+    @cached_property
+    def coin_decimals(self) -> int:
+        return int(self.client.call(self.registry.functions.coinDecimals()))
 
     @cached_property
     def signers(self) -> list[OracleSigner]:

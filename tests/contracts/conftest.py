@@ -171,8 +171,7 @@ def submit(
 
 def advance(client: ChainClient, seconds: int) -> None:
     """Move the chain's clock forward and mine a block (past a challenge window)."""
-    client.w3.provider.make_request("evm_increaseTime", [seconds])
-    client.w3.provider.make_request("evm_mine", [])
+    client.increase_time(seconds)
 
 
 def chain_now(client: ChainClient) -> int:
