@@ -44,6 +44,7 @@ class PoolChainFigures:
     claimed: int
     distributed: int
     stablecoin_decimals: int
+    pending: int  # investor share still in the challenge window
 
 
 @dataclass(frozen=True)
@@ -156,15 +157,17 @@ class ChainReader:
                 batch.add(token.functions.decimals())
                 batch.add(token.functions.totalSupply())
                 batch.add(registry.functions.latestEpoch(pid))
-                batch.add(registry.functions.attested(pid))
+                # finality follows the clock: read as of the next block, whose time is now
+                batch.add(registry.functions.attested(pid).call(block_identifier="pending"))
                 batch.add(registry.functions.funded(pid))
                 batch.add(registry.functions.owed(pid).call(block_identifier="pending"))
                 batch.add(token.functions.totalFunded())
                 batch.add(stable.functions.balanceOf(entry.token))
                 batch.add(stable.functions.decimals())
+                batch.add(registry.functions.pendingAmount(pid).call(block_identifier="pending"))
                 values = batch.execute()
             symbol, decimals, supply, latest, attested, funded, owed = values[:7]
-            distributed, unclaimed, stable_decimals = values[7:]
+            distributed, unclaimed, stable_decimals, pending = values[7:]
             # The token holds what it was paid and holders have not claimed yet.
             claimed = max(0, distributed - unclaimed)
             return PoolChainFigures(
@@ -179,6 +182,7 @@ class ChainReader:
                 claimed,
                 distributed,
                 stable_decimals,
+                pending,
             )
 
         return await self.cached(("pool", name), read)

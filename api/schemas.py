@@ -101,7 +101,10 @@ class PoolRevenue(BaseModel):
     attested_minor: int = Field(description="gross device revenue attested, minor units")
     investor_attested: str = UintString
     funded: str = UintString
-    owed: str = Field(pattern=r"^[0-9]+$", description="attested for investors, not yet funded")
+    owed: str = Field(pattern=r"^[0-9]+$", description="final for investors, not yet funded")
+    pending: str = Field(
+        default="0", pattern=r"^[0-9]+$", description="attested, still in the challenge window"
+    )
     distributed: str = Field(
         pattern=r"^[0-9]+$", description="paid into the token, allotted to holders pro rata"
     )

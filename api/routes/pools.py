@@ -70,6 +70,7 @@ async def _pools(ctx: Context, conn: Conn, name: str | None) -> list[Pool]:
                 investor_attested=str(figures.investor_attested),
                 funded=str(figures.funded),
                 owed=str(figures.owed),
+                pending=str(figures.pending),
                 distributed=str(figures.distributed),
                 claimed=str(figures.claimed),
                 stablecoin_decimals=figures.stablecoin_decimals,
