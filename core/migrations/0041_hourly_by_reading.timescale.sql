@@ -8,11 +8,12 @@
 --   refuses it, later ones warn). A composite key, ROW(time, seq), is no alternative: the
 --   per-chunk partial aggregation cannot pass an anonymous record between its steps;
 -- * the refresh policy's window reaches back 729 days: each run re-materializes the hours
---   that late or backfilled readings invalidated, however old, and only those, but never
---   the hours the 730-day retention policy has dropped (dropping raw chunks invalidates
---   their range, and a refresh over it would delete those hours from the aggregate);
--- * it is materialized in full once here, so history loaded before this migration counts.
--- Recent hours that are not materialized yet come from the raw rows (materialized_only = false).
+--   that late or backfilled readings invalidated, of any age short of the retention
+--   horizon, and only those, but never the hours the 730-day retention policy has dropped
+--   (dropping raw chunks invalidates their range, and a refresh over it would delete those
+--   hours from the aggregate);
+-- * it is materialized in full once here, up to the policy's end, so history loaded before
+--   this migration counts. Later hours come from the raw rows (materialized_only = false).
 SELECT remove_continuous_aggregate_policy('telemetry_hourly', if_exists => true);
 DROP MATERIALIZED VIEW telemetry_hourly;
 CREATE MATERIALIZED VIEW telemetry_hourly
@@ -36,7 +37,7 @@ SELECT time_bucket(INTERVAL '1 hour', time) AS bucket,
 FROM telemetry
 GROUP BY 1, 2
 WITH NO DATA;
-CALL refresh_continuous_aggregate('telemetry_hourly', NULL, NULL);
+CALL refresh_continuous_aggregate('telemetry_hourly', NULL, now() - INTERVAL '1 hour');
 SELECT add_continuous_aggregate_policy('telemetry_hourly',
     start_offset => INTERVAL '729 days', end_offset => INTERVAL '1 hour',
     schedule_interval => INTERVAL '15 minutes');
