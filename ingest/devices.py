@@ -3,9 +3,9 @@
 The whole table is reloaded every `refresh_seconds`, and the ids NOTIFYed on the devices
 channel (re-keyed, revoked, added) are reloaded as the notification arrives (`apply`, from
 the worker's listening thread; the lock orders its reloads with this thread's); an id not in
-the cache is looked up at once, in one query per batch, and an id that
-is still unknown is not asked about again for `miss_seconds`, so a flood of messages under
-made-up ids costs at most one small query per batch.
+the cache is looked up at once, in one query per batch, and an id that is still unknown is
+not asked about again for `miss_seconds`, so a flood of messages under made-up ids costs at
+most one small query per batch.
 """
 
 from __future__ import annotations
@@ -16,6 +16,10 @@ from collections.abc import Iterable
 
 import psycopg
 
+DEVICES_SQL = (
+    "SELECT d.device_id, d.address, p.currency FROM devices d JOIN pools p ON p.name = d.pool"
+)
+
 
 class DeviceDirectory:
     """device_id -> checksummed signing address of active, registered devices."""
@@ -24,12 +28,17 @@ class DeviceDirectory:
         self.refresh_seconds = refresh_seconds
         self.miss_seconds = miss_seconds
         self._addresses: dict[str, str] = {}
+        self._currencies: dict[str, str] = {}
         self._misses: dict[str, float] = {}
         self._loaded_at = float("-inf")
         self._lock = threading.Lock()
 
     def address(self, device_id: str) -> str | None:
         return self._addresses.get(device_id)
+
+    def currency(self, device_id: str) -> str | None:
+        """The currency of the device's pool (its telemetry must report in it)."""
+        return self._currencies.get(device_id)
 
     def ensure(self, conn: psycopg.Connection, device_ids: Iterable[str]) -> None:
         """Make the cache current for `device_ids` (one query at most)."""
@@ -47,10 +56,10 @@ class DeviceDirectory:
             return
         with self._lock:
             rows = conn.execute(
-                "SELECT device_id, address FROM devices WHERE active AND device_id = ANY(%s)",
-                (wanted,),
+                DEVICES_SQL + " WHERE d.active AND d.device_id = ANY(%s)", (wanted,)
             ).fetchall()
-            self._addresses.update(rows)
+            self._addresses.update((r[0], r[1]) for r in rows)
+            self._currencies.update((r[0], r[2]) for r in rows)
             for device_id in set(wanted) - {r[0] for r in rows}:
                 self._misses[device_id] = now
             if len(self._misses) > 100_000:
@@ -65,22 +74,24 @@ class DeviceDirectory:
             self._reload_all(conn, time.monotonic())
             return
         with self._lock:
-            rows = dict(
-                conn.execute(
-                    "SELECT device_id, address FROM devices WHERE active AND device_id = ANY(%s)",
-                    (list(wanted),),
+            rows = {
+                r[0]: r
+                for r in conn.execute(
+                    DEVICES_SQL + " WHERE d.active AND d.device_id = ANY(%s)", (list(wanted),)
                 ).fetchall()
-            )
+            }
             for device_id in wanted:
                 if device_id in rows:
-                    self._addresses[device_id] = rows[device_id]
+                    self._addresses[device_id] = rows[device_id][1]
+                    self._currencies[device_id] = rows[device_id][2]
                     self._misses.pop(device_id, None)
                 else:
                     self._addresses.pop(device_id, None)
 
     def _reload_all(self, conn: psycopg.Connection, now: float) -> None:
         with self._lock:
-            rows = conn.execute("SELECT device_id, address FROM devices WHERE active").fetchall()
-            self._addresses = dict(rows)
+            rows = conn.execute(DEVICES_SQL + " WHERE d.active").fetchall()
+            self._addresses = {r[0]: r[1] for r in rows}
+            self._currencies = {r[0]: r[2] for r in rows}
             self._misses.clear()
             self._loaded_at = now
