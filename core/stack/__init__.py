@@ -1,17 +1,21 @@
-"""The local stack: PostgreSQL, Mosquitto and Anvil as detached processes under the state dir."""
+"""The local stack: PostgreSQL, Mosquitto (or a clustered broker) and Anvil as detached
+processes under the state dir."""
 
 from __future__ import annotations
 
 from gridshare.core.settings import Settings
 from gridshare.core.stack.anvil import Anvil
+from gridshare.core.stack.cluster import Cluster, layout
 from gridshare.core.stack.mosquitto import Mosquitto
 from gridshare.core.stack.postgres import Postgres
 from gridshare.core.stack.service import LocalService
 
 
-def services(settings: Settings) -> list[LocalService]:
+def services(settings: Settings) -> list[LocalService | Cluster]:
     """The stack's services in start order (stop order is the reverse)."""
-    return [Postgres(settings), Mosquitto(settings), Anvil(settings)]
+    found = layout(settings)
+    broker = Cluster(settings, found) if found else Mosquitto(settings)
+    return [Postgres(settings), broker, Anvil(settings)]
 
 
 def up(settings: Settings) -> dict[str, bool]:
@@ -25,4 +29,8 @@ def down(settings: Settings) -> dict[str, bool]:
 
 
 def status(settings: Settings) -> dict[str, str]:
-    return {service.name: service.status() for service in services(settings)}
+    states: dict[str, str] = {}
+    for service in services(settings):
+        found = service.status()
+        states |= found if isinstance(found, dict) else {service.name: found}
+    return states

@@ -9,6 +9,7 @@ from rich.table import Table
 from gridshare.core import db, stack
 from gridshare.core.broker_auth import BrokerAuth
 from gridshare.core.settings import Settings
+from gridshare.core.stack import cluster
 from gridshare.core.stack.mosquitto import render_config
 
 stack_app = typer.Typer(no_args_is_help=True, help="The local PostgreSQL, Mosquitto and Anvil.")
@@ -16,9 +17,19 @@ console = Console()
 
 
 @stack_app.command("up")
-def stack_up() -> None:
+def stack_up(
+    nodes: int = typer.Option(
+        None,
+        "--cluster",
+        min=0,
+        max=9,
+        help="Run an N-node clustered broker instead of Mosquitto (remembered; 0: Mosquitto)",
+    ),
+) -> None:
     """Start the local stack (a no-op for services already running) and migrate the schema."""
     settings = Settings()
+    if nodes is not None:
+        cluster.record(settings, nodes)
     for name, started in stack.up(settings).items():
         console.print(f"{name}: {'started' if started else 'already running'}")
     applied = db.migrate(settings)
