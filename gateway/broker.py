@@ -12,6 +12,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from gridshare.core.errors import StackError
 from gridshare.core.settings import Settings
+from gridshare.core.stack import cluster
 from gridshare.core.stack.process import port_open
 
 log = logging.getLogger(__name__)
@@ -29,16 +30,17 @@ def login_accepted(settings: Settings, username: str, password: str, timeout: fl
     def on_disconnect(client, userdata, flags, reason_code, properties) -> None:
         done.set()
 
+    host, port = _endpoint(settings)
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
         client_id=f"gridshare-probe-{time.monotonic_ns()}",
-        protocol=mqtt.MQTTv5,
+        protocol=mqtt.MQTTv311 if cluster.enabled(settings) else mqtt.MQTTv5,
     )
     client.username_pw_set(username, password)
     client.on_connect = on_connect
     client.on_disconnect = on_disconnect
     try:
-        client.connect(settings.mqtt_host, settings.mqtt_port, keepalive=10)
+        client.connect(host, port, keepalive=10)
     except OSError:
         return False
     client.loop_start()
@@ -53,7 +55,7 @@ def login_accepted(settings: Settings, username: str, password: str, timeout: fl
 def wait_for_login(settings: Settings, username: str, password: str, timeout: float = 15.0) -> None:
     """Wait until the broker has reloaded and accepts the login; a broker that is not
     running picks the password file up when it starts, so there is nothing to wait for."""
-    if not port_open(settings.mqtt_host, settings.mqtt_port):
+    if not port_open(*_endpoint(settings)):
         log.warning(
             "broker not running; logins take effect when it starts",
             extra={"fields": {"mqtt_url": settings.mqtt_url}},
@@ -68,3 +70,9 @@ def wait_for_login(settings: Settings, username: str, password: str, timeout: fl
         f"broker at {settings.mqtt_url} still refuses the new login {username} after "
         f"{timeout:.0f}s; is it the broker of this state dir (`gridshare stack status`)?"
     )
+
+
+def _endpoint(settings: Settings) -> tuple[str, int]:
+    """The broker devices log in to: Mosquitto, or the clustered broker's first node."""
+    nodes = cluster.mqtt_endpoints(settings)
+    return nodes[0] if nodes else (settings.mqtt_host, settings.mqtt_port)

@@ -20,12 +20,12 @@ import psycopg
 from eth_utils import keccak
 
 from gridshare.core import db
-from gridshare.core.broker_auth import BrokerAuth
 from gridshare.core.errors import GridshareError
 from gridshare.core.payloads import DeviceType
 from gridshare.core.settings import Settings
 from gridshare.gateway import onchain
 from gridshare.gateway.broker import wait_for_login
+from gridshare.gateway.cluster_auth import device_logins
 from gridshare.gateway.identity import (
     DeviceIdentity,
     identity_path,
@@ -154,7 +154,7 @@ def provision_ephemeral(
         _insert_pools(conn, plan, settings.pool_share_bps, ephemeral=True, skip=set())
         _insert_devices(conn, identities, ephemeral=True)
         conn.execute("SELECT pg_notify(%s, '*')", (DEVICES_CHANGED_CHANNEL,))
-    BrokerAuth(settings).add_users({i.mqtt_username: i.mqtt_password for i in identities})
+    device_logins(settings).add_users({i.mqtt_username: i.mqtt_password for i in identities})
     if identities:
         wait_for_login(settings, identities[-1].mqtt_username, identities[-1].mqtt_password)
     log.info("ephemeral devices", extra={"fields": {"devices": count, "tag": tag}})
@@ -321,7 +321,7 @@ def _ensure_logins(
     """Add the broker logins that are missing, in one write and one SIGHUP; the identities
     whose login was added. (Existing devices' files are read only when their login is
     missing.)"""
-    auth = BrokerAuth(settings)
+    auth = device_logins(settings)
     present = auth.usernames()
     missing = [i for i in created if i.mqtt_username not in present]
     for device_id in existing:
