@@ -3,6 +3,8 @@ processes under the state dir."""
 
 from __future__ import annotations
 
+from gridshare.core import db
+from gridshare.core.errors import GridshareError
 from gridshare.core.settings import Settings
 from gridshare.core.stack.anvil import Anvil
 from gridshare.core.stack.cluster import Cluster, layout
@@ -12,10 +14,13 @@ from gridshare.core.stack.service import LocalService
 
 
 def services(settings: Settings) -> list[LocalService | Cluster]:
-    """The stack's services in start order (stop order is the reverse)."""
+    """The stack's services in start order (stop order is the reverse). An external database
+    (GRIDSHARE_DB_EXTERNAL) belongs to its owner: the stack neither starts nor stops it.
+    The broker is Mosquitto, or the clustered broker (`stack up --cluster N`)."""
+    database: list[LocalService | Cluster] = [] if settings.db_external else [Postgres(settings)]
     found = layout(settings)
     broker = Cluster(settings, found) if found else Mosquitto(settings)
-    return [Postgres(settings), broker, Anvil(settings)]
+    return [*database, broker, Anvil(settings)]
 
 
 def up(settings: Settings) -> dict[str, bool]:
@@ -29,8 +34,22 @@ def down(settings: Settings) -> dict[str, bool]:
 
 
 def status(settings: Settings) -> dict[str, str]:
-    states: dict[str, str] = {}
+    """One line per service (per node of a clustered broker), then the database schema's
+    flavor and edition."""
+    lines: dict[str, str] = {}
     for service in services(settings):
         found = service.status()
-        states |= found if isinstance(found, dict) else {service.name: found}
-    return states
+        lines |= found if isinstance(found, dict) else {service.name: found}
+    if settings.db_external:
+        lines = {"postgres": "external (not managed by the stack)", **lines}
+    lines["schema"] = _schema_state(settings)
+    return lines
+
+
+def _schema_state(settings: Settings) -> str:
+    try:
+        with db.connect(settings) as conn:
+            flavor = db.schema_flavor(conn)
+    except GridshareError as exc:
+        return f"unknown ({exc})"
+    return flavor.label if flavor else "not migrated"
