@@ -65,6 +65,14 @@ def stack_broker_config(listen: str = "0.0.0.0:1883") -> None:
     console.print(f"broker config: {config}")
 
 
+@stack_app.command("cluster-config")
+def stack_cluster_config(nodes: int = typer.Option(3, min=1, max=9)) -> None:
+    """Write a clustered broker's config and definitions into the state dir, for nodes run
+    elsewhere (docker-compose's `scale` profile mounts the state volume into them)."""
+    config = cluster.compose_config(Settings(), nodes)
+    console.print(f"cluster config: {config}")
+
+
 def migrate() -> None:
     """Apply pending database migrations."""
     applied = db.migrate(Settings())
