@@ -13,6 +13,8 @@ On a private PostgreSQL (commit timestamps on) with a Mosquitto and a three-node
   (one MQTT connection per node); a PUBACK means the queue has the message on a majority;
 - `cluster.p50/p99_latency_ms`: publish -> commit per message with 2 workers at an offered load
   of half their committed rate;
+- `cluster.broker_kb_per_connection`: the nodes' added resident memory per idle MQTT
+  connection (2,000 connections spread over the nodes), for sizing nodes by fleet size;
 - `cpu_seconds_share`: CPU time per part (broker nodes, ingest workers' main and receiving
   processes, PostgreSQL, the publisher) while 2 workers drain the backlog.
 
@@ -24,11 +26,13 @@ for replication on this machine's two cores, see docs/scale-out.md).
 from __future__ import annotations
 
 import array
+import asyncio
 import json
 import os
 import pickle
 import random
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -48,13 +52,14 @@ from gridshare.core.stack import cluster
 from gridshare.core.stack.cluster import Cluster
 from gridshare.core.stack.mosquitto import Mosquitto
 from gridshare.core.stack.postgres import Postgres
-from gridshare.core.stack.process import port_open
+from gridshare.sim.mqtt import MqttConnection, connect_packet
 
 RESULTS = Path(__file__).resolve().parent / "results" / "cluster.json"
 DEVICES = 1_000
 READINGS = 30  # per device and run: 30,000 messages
 WORKER_COUNTS = (1, 2, 4)
 LATENCY_MESSAGES = 5_000
+IDLE_CONNECTIONS = 2_000
 NODES = 3
 
 
@@ -201,12 +206,61 @@ def drain(settings: Settings, conn, fleet, messages, workers: int, workdir: Path
     return rate, {k: round(v / total, 2) for k, v in sorted(used.items())}
 
 
+def broker_rss_mb() -> float:
+    """Resident memory of every broker node, MB."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and b"beam.smp" in (entry / "cmdline").read_bytes():
+                status = (entry / "status").read_text()
+                total += int(status.split("VmRSS:")[1].split()[0])
+        except (OSError, IndexError):
+            continue
+    return total / 1024
+
+
+async def hold_connections(settings: Settings, count: int) -> float:
+    """Open `count` idle MQTT connections (as devices would: one login each, spread over
+    the nodes) and return the brokers' added memory per connection, KB."""
+    password = BrokerAuth(settings).service_accounts()[ADMIN_USER]
+    endpoints = cluster.mqtt_endpoints(settings)
+    loop = asyncio.get_running_loop()
+    before = broker_rss_mb()
+    conns = []
+    for index in range(count):
+        host, port = endpoints[index % len(endpoints)]
+        _, conn = await loop.create_connection(
+            lambda: MqttConnection(lambda *_: None, lambda *_: None, protocol=4), host, port
+        )
+        conn.start(
+            connect_packet(f"bench-idle-{index}", ADMIN_USER, password, 300, protocol=4), 300
+        )
+        await asyncio.wait_for(conn.connack, 60)
+        conns.append(conn)
+    await asyncio.sleep(5)
+    grown = broker_rss_mb() - before
+    for conn in conns:
+        conn.disconnect()
+    return grown * 1024 / count
+
+
 def free_base() -> int:
+    """A base port whose cluster ports (base .. base+30) are all free, below the ephemeral
+    range (where outgoing connections take their local ports)."""
     for _ in range(100):
-        base = random.randrange(20000, 40000, 50)
-        if not any(port_open("127.0.0.1", base + offset) for offset in range(31)):
+        base = random.randrange(20000, 32000, 50)
+        if all(bindable(base + offset) for offset in range(31)):
             return base
     raise RuntimeError("no free port range for the cluster")
+
+
+def bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def measure(tmp: Path) -> dict:
@@ -280,6 +334,8 @@ def run(single: Settings, clustered: Settings, workdir: Path) -> dict:
         shared.wait_rows(conn, ids, before, 600)
         latency = shared.latencies(paced, times, shared.commit_times(conn, ids))
         stop(procs)
+        connection_kb = asyncio.run(hold_connections(clustered, IDLE_CONNECTIONS))
+        progress(f"{connection_kb:.0f} KB of broker memory per MQTT connection")
     two = by_workers["2"]["committed_msgs_per_s"]
     return {
         "benchmark": "cluster",
@@ -296,6 +352,8 @@ def run(single: Settings, clustered: Settings, workdir: Path) -> dict:
             "p99_latency_ms": shared.percentile(latency, 0.99),
             "latency_offered_msgs_per_s": offered,
             "latency_messages": len(paced),
+            "broker_kb_per_connection": round(connection_kb),
+            "connections_measured": IDLE_CONNECTIONS,
         },
         "cpu_seconds_share": cpu,
         "meets_target": two >= 0.5 * mosquitto_rate,

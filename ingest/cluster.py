@@ -25,6 +25,7 @@ import queue
 import signal
 import threading
 import time
+import zlib
 from multiprocessing.connection import Connection
 
 import pika
@@ -73,7 +74,7 @@ class QueueLink:
         self.subscribed = subscribed
         self.epoch = 0
         self.cancelled = False
-        self._next = 0  # index of the node to try next
+        self._next = zlib.crc32(client_id.encode())  # the node to try next: workers spread
         self._conn: BlockingConnection | None = None
         self._channel: BlockingChannel | None = None
         self._tag = ""
@@ -206,6 +207,7 @@ def serve(
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, signal.SIG_IGN)
     setup_logging(settings.log_level)
+    logging.getLogger("pika").setLevel(logging.WARNING)  # a line per connection step at INFO
     received: list[Raw] = []
     link = QueueLink(
         list(login),

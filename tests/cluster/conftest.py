@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import re
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 
 from gridshare.core import db, stack
 from gridshare.core.settings import Settings
-from gridshare.core.stack.process import ManagedProcess, port_open
+from gridshare.core.stack.process import ManagedProcess
 from gridshare.gateway.provision import provision
 from gridshare.ingest.metrics import wait_ready
 from tests.support import free_port, stack_settings_for
@@ -24,12 +25,22 @@ NODES = 3
 
 
 def free_cluster_port() -> int:
-    """A base port whose cluster ports (base .. base+30) nobody listens on."""
+    """A base port whose cluster ports (base .. base+30) are all free, below the ephemeral
+    range (where outgoing connections take their local ports)."""
     for _ in range(100):
-        base = random.randrange(20000, 40000, 50)
-        if not any(port_open("127.0.0.1", base + offset) for offset in range(31)):
+        base = random.randrange(20000, 32000, 50)
+        if all(bindable(base + offset) for offset in range(31)):
             return base
     raise RuntimeError("no free port range for the cluster")
+
+
+def bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 @pytest.fixture(scope="session")
