@@ -214,6 +214,7 @@ class ClusterNode(LocalService):
                 "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.dir / "enabled_plugins"),
                 "RABBITMQ_MNESIA_BASE": str(self.dir / "data"),
                 "RABBITMQ_LOG_BASE": str(self.dir / "log"),
+                "ERL_CRASH_DUMP": str(self.dir / "erl_crash.dump"),  # not in the cwd
                 "RABBITMQ_ALLOW_INPUT": "true",  # exec the VM itself: the pid is the node's
                 "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": ERL_ARGS,
             },
