@@ -15,8 +15,8 @@ On a private PostgreSQL (commit timestamps on) with a Mosquitto and a three-node
   of half their committed rate;
 - `cluster.broker_kb_per_connection`: the nodes' added resident memory per idle MQTT
   connection (2,000 connections spread over the nodes), for sizing nodes by fleet size;
-- `cpu_seconds_share`: CPU time per part (broker nodes, ingest workers' main and receiving
-  processes, PostgreSQL, the publisher) while 2 workers drain the backlog.
+- `cpu_seconds_share`: per run, each part's share of the CPU time this system used (broker
+  nodes, the workers' main and receiving processes, PostgreSQL) while the backlog drained.
 
 Prints JSON and writes bench/results/cluster.json; exits 1 if a run fails or the cluster with
 2 workers commits less than half of what one worker does on Mosquitto (the cluster's price
@@ -161,49 +161,71 @@ def stop(workers: list) -> None:
         proc.wait(120)
 
 
-def cpu_seconds() -> dict[str, float]:
-    """CPU seconds used so far per part of the system, from /proc."""
+def process_table() -> dict[int, tuple[int, float]]:
+    """pid -> (parent pid, CPU seconds used so far), from /proc."""
     tick = os.sysconf("SC_CLK_TCK")
-    parts: dict[str, float] = {}
+    table = {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        part = (
-            "broker_nodes"
-            if "beam.smp" in cmdline
-            else "ingest_receiving"
-            if "multiprocessing" in cmdline and "spawn" in cmdline
-            else "ingest_main"
-            if " ingest --worker " in cmdline
-            else "postgres"
-            if cmdline.startswith("postgres") or "/bin/postgres" in cmdline
-            else None
-        )
-        if part:
-            parts[part] = parts.get(part, 0.0) + (int(fields[11]) + int(fields[12])) / tick
-    return parts
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            table[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    return table
 
 
-def drain(settings: Settings, conn, fleet, messages, workers: int, workdir: Path, before: int):
-    """Backlog into the queue, then `workers` drain it; (committed msg/s, CPU shares)."""
+def cpu_shares(before: dict, roots: dict[str, list[int]]) -> dict[str, float]:
+    """Each part's share of the CPU time used since `before` (a `process_table`): a part is
+    its root processes and their descendants; the workers' children are their receiving
+    processes. Other processes on the machine are not counted."""
+    table = process_table()
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _) in table.items():
+        children.setdefault(parent, []).append(pid)
+
+    def tree(pid: int) -> list[int]:
+        found = [pid]
+        for child in children.get(pid, []):
+            found += tree(child)
+        return found
+
+    def used(pid: int) -> float:
+        return table[pid][1] - before.get(pid, (0, 0.0))[1] if pid in table else 0.0
+
+    members = {
+        "broker_nodes": [p for root in roots["broker_nodes"] for p in tree(root)],
+        "postgres": [p for root in roots["postgres"] for p in tree(root)],
+        "ingest_main": roots["workers"],
+        "ingest_receiving": [p for root in roots["workers"] for p in tree(root)[1:]],
+    }
+    seconds = {part: sum(used(p) for p in pids) for part, pids in members.items()}
+    total = sum(seconds.values()) or 1.0
+    return {part: round(value / total, 2) for part, value in sorted(seconds.items())}
+
+
+def drain(
+    settings: Settings, conn, fleet, messages, workers: int, workdir: Path, before: int
+) -> tuple[float, dict[str, float]]:
+    """Backlog into the queue, then `workers` drain it; (committed msg/s, CPU shares).
+    `conn` is on the private PostgreSQL: its server process's parent is the postmaster."""
     ids = [d for d, _ in fleet]
     run_publisher(settings, messages, workdir)
-    cpu_before = cpu_seconds()
+    cpu_before = process_table()
     procs = start_workers(settings, f"w{workers}", workers, workdir)
     consuming = time.time()
     shared.wait_rows(conn, ids, before + len(messages), 600)
-    cpu_after = cpu_seconds()
+    nodes = Cluster(settings, cluster.layout(settings)).nodes
+    roots = {
+        "broker_nodes": [pid for node in nodes if (pid := node.process.pid())],
+        "postgres": [process_table()[conn.info.backend_pid][0]],
+        "workers": [proc.pid for proc in procs],
+    }
+    shares = cpu_shares(cpu_before, roots)
     stop(procs)
     commits = [t for t in shared.commit_times(conn, ids).values() if t > consuming]
     rate = len(commits) / (max(commits) - consuming) if commits else 0.0
-    used = {k: cpu_after.get(k, 0.0) - cpu_before.get(k, 0.0) for k in cpu_after}
-    total = sum(used.values()) or 1.0
-    return rate, {k: round(v / total, 2) for k, v in sorted(used.items())}
+    return rate, shares
 
 
 def broker_rss_mb() -> float:
