@@ -107,8 +107,7 @@ class QueueLink:
         params.socket_timeout = 5
         params.client_properties = {"connection_name": self.client_id}
         self._conn = pika.BlockingConnection(params)
-        self._channel = self._conn.channel()
-        declare_topology(self._channel, len(self.urls))
+        self._channel = declare_topology(self._conn, len(self.urls))
         self._channel.basic_qos(prefetch_count=self.prefetch)
         self.epoch += 1
         self._tag = self._channel.basic_consume(QUEUE, self._on_message)

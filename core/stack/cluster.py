@@ -32,6 +32,7 @@ from urllib.parse import quote, urlsplit
 
 import pika
 import pika.exceptions
+from pika.adapters.blocking_connection import BlockingChannel
 
 from gridshare.core.broker_auth import ADMIN_USER, INGEST_USER, BrokerAuth
 from gridshare.core.errors import StackError
@@ -148,15 +149,23 @@ def amqp_urls(settings: Settings) -> list[str]:
     ]
 
 
-def declare_topology(channel: pika.adapters.blocking_connection.BlockingChannel, nodes: int):
-    """The quorum queue and its bindings (idempotent); replicas on up to `nodes` nodes."""
-    channel.queue_declare(
-        QUEUE,
-        durable=True,
-        arguments={"x-queue-type": "quorum", "x-quorum-initial-group-size": nodes},
-    )
+def declare_topology(conn: pika.BlockingConnection, nodes: int) -> BlockingChannel:
+    """The quorum queue and its bindings (idempotent), on a channel returned for use. A new
+    queue gets a replica on each node, three at most (a majority of three survives one node;
+    more replicas only slow every write); an existing one is taken as it is."""
+    channel = conn.channel()
+    try:
+        channel.queue_declare(QUEUE, passive=True)
+    except pika.exceptions.ChannelClosedByBroker:  # not there yet: the channel is closed
+        channel = conn.channel()
+        channel.queue_declare(
+            QUEUE,
+            durable=True,
+            arguments={"x-queue-type": "quorum", "x-quorum-initial-group-size": min(nodes, 3)},
+        )
     for key in ROUTING_KEYS:
         channel.queue_bind(QUEUE, EXCHANGE, routing_key=key)
+    return channel
 
 
 class ClusterNode(LocalService):
@@ -375,7 +384,7 @@ class Cluster:
         while True:
             try:
                 with contextlib.closing(pika.BlockingConnection(params)) as conn:
-                    declare_topology(conn.channel(), self.layout.nodes)
+                    declare_topology(conn, self.layout.nodes)
                 return
             except pika.exceptions.AMQPError as exc:
                 if time.monotonic() > deadline:
