@@ -52,6 +52,8 @@ ROUTING_KEYS = ("gridshare.v1.devices.*.telemetry", "gridshare.v1.devices.*.stat
 HASHING = "rabbit_password_hashing_sha256"
 # One scheduler per node and no busy-waiting: three nodes share the machine with the rest
 # of the stack, and spinning schedulers would take the cores the ingest workers need.
+# A node boots in 10-20 s on idle cores; on busy shared ones it has taken over two minutes.
+START_SECONDS = 300.0
 ERL_ARGS = "-noinput +S 1:1 +sbwt none +sbwtdcpu none +sbwtdio none"
 
 
@@ -194,7 +196,7 @@ class ClusterNode(LocalService):
         self.wait_healthy()
 
     def wait_healthy(self) -> None:
-        wait_until(self.healthy, 120, "accepting logins", self.process)
+        wait_until(self.healthy, START_SECONDS, "accepting logins", self.process)
 
     def launch(self) -> None:
         """Start the node without waiting for it."""
@@ -348,7 +350,7 @@ class Cluster:
         out = self.ctl("cluster_status", "--formatter", "json")
         return set(json.loads(out).get("running_nodes", []))
 
-    def wait_formed(self, timeout: float = 120.0) -> None:
+    def wait_formed(self, timeout: float = START_SECONDS) -> None:
         """Until every node runs in one cluster."""
         wanted = {self.layout.node_name(i) for i in range(self.layout.nodes)}
         deadline = time.monotonic() + timeout

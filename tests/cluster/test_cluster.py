@@ -17,7 +17,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gridshare.core import db
+from gridshare.core import db, stack
 from gridshare.core.settings import Settings
 from gridshare.core.stack import cluster
 from gridshare.core.stack.cluster import QUEUE, Cluster
@@ -190,3 +190,13 @@ def test_device_publishes_only_under_its_own_id_on_every_node(
         forged = f"gridshare/v1/devices/{other.device_id}/telemetry"
         refused = publish(endpoint, device, forged, b"{}")
         assert "puback" not in refused and "closed" in refused, (endpoint, refused)
+
+
+def test_stack_reports_and_keeps_the_cluster(cluster_settings: Settings) -> None:
+    """`stack up` again is a no-op; `stack status` has a healthy line per node; commands on
+    the same state dir without GRIDSHARE_CLUSTER find the cluster from its record."""
+    assert stack.up(cluster_settings) == {"postgres": False, "cluster": False, "anvil": False}
+    states = stack.status(cluster_settings)
+    assert all(states[f"broker-{i}"].endswith("healthy") for i in (1, 2, 3)), states
+    later = Settings(state_dir=cluster_settings.state_path)
+    assert cluster.mqtt_endpoints(later) == cluster.mqtt_endpoints(cluster_settings)
