@@ -48,8 +48,8 @@ def cluster_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setti
     """A running stack with a clustered broker and 3 pools of 4 provisioned devices."""
     settings = stack_settings_for(tmp_path_factory.mktemp("cluster") / "state")
     settings = settings.model_copy(update={"cluster": NODES, "cluster_port": free_cluster_port()})
-    stack.up(settings)
-    try:
+    try:  # a node that failed to start in time may still come up: stop it too
+        stack.up(settings)
         db.migrate(settings)
         provision(settings, pools=3, per_pool=4, chain=False)
         yield settings
