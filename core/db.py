@@ -15,6 +15,7 @@ records the flavor it ran with.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -227,7 +228,7 @@ def _apply(conn: psycopg.Connection, migration: Migration, flavor: Flavor) -> No
     try:
         if sql.startswith(NO_TRANSACTION):
             for statement in split_statements(sql):
-                conn.execute(statement.encode(), prepare=False)
+                _execute_racing_jobs(conn, statement)
             conn.execute(record, values)
             return
         with conn.transaction():
@@ -235,6 +236,22 @@ def _apply(conn: psycopg.Connection, migration: Migration, flavor: Flavor) -> No
             conn.execute(record, values)
     except psycopg.Error as exc:
         raise MigrationError(f"migration {migration.path.name} failed: {_first_line(exc)}") from exc
+
+
+def _execute_racing_jobs(conn: psycopg.Connection, statement: str, tries: int = 5) -> None:
+    """One autocommitted statement, tried again when it lost a race with a TimescaleDB
+    background job: dropping a continuous aggregate (or its policy) while the scheduler runs
+    that policy, as it does right after a fresh database's earlier migration created it, can
+    fail with "tuple concurrently deleted/updated". The failed statement changed nothing."""
+    for attempt in range(tries):
+        try:
+            conn.execute(statement.encode(), prepare=False)
+            return
+        except psycopg.errors.InternalError_ as exc:
+            if "tuple concurrently" not in str(exc) or attempt == tries - 1:
+                raise
+            log.info("retrying a statement", extra={"fields": {"error": _first_line(exc)}})
+            time.sleep(0.5 * (attempt + 1))
 
 
 def split_statements(sql: str) -> list[str]:

@@ -235,3 +235,27 @@ def _refresh_hourly(conn: psycopg.Connection, start: str, end: str) -> None:
             " %s::timestamptz)",
             (start, end),
         )
+
+
+def test_a_statement_that_lost_a_race_with_a_job_is_tried_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fresh full-edition database runs 0004's refresh policy while 0041 drops it."""
+    monkeypatch.setattr(db.time, "sleep", lambda _: None)
+
+    class Conn:
+        def __init__(self, failures: list[Exception]) -> None:
+            self.failures, self.calls = failures, 0
+
+        def execute(self, *args: object, **kwargs: object) -> None:
+            self.calls += 1
+            if self.failures:
+                raise self.failures.pop(0)
+
+    raced = Conn([psycopg.errors.InternalError_("tuple concurrently deleted")])
+    db._execute_racing_jobs(raced, "DROP MATERIALIZED VIEW telemetry_hourly;")  # type: ignore[arg-type]
+    assert raced.calls == 2
+    broken = Conn([psycopg.errors.InternalError_("something else")])
+    with pytest.raises(psycopg.errors.InternalError_):
+        db._execute_racing_jobs(broken, "SELECT 1;")  # type: ignore[arg-type]
+    assert broken.calls == 1
