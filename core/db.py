@@ -14,6 +14,7 @@ records the flavor it ran with.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -187,11 +188,13 @@ def migrate(settings: Settings) -> list[str]:
                 " version integer PRIMARY KEY, name text NOT NULL, flavor text NOT NULL,"
                 " applied_at timestamptz NOT NULL DEFAULT now())"
             )
+            conn.execute("ALTER TABLE schema_migrations ADD COLUMN IF NOT EXISTS checksum text")
             flavor = schema_flavor(conn) or detect_flavor(settings)
             _check_forced(settings, flavor)
-            done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+            done = dict(conn.execute("SELECT version, checksum FROM schema_migrations").fetchall())
             for migration in migrations(flavor):
                 if migration.version in done:
+                    _check_unchanged(migration, done[migration.version])
                     continue
                 _apply(conn, migration, flavor)
                 applied_now.append(migration.path.name)
@@ -199,6 +202,21 @@ def migrate(settings: Settings) -> list[str]:
             if not conn.closed:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
     return applied_now
+
+
+def checksum(migration: Migration) -> str:
+    """SHA-256 of a migration file: recorded when applied, compared on every later run."""
+    return hashlib.sha256(migration.path.read_bytes()).hexdigest()
+
+
+def _check_unchanged(migration: Migration, recorded: str | None) -> None:
+    """A migration is never edited once applied: a changed file means this database and a
+    fresh one would differ. (Rows from before checksums were recorded hold none.)"""
+    if recorded is not None and recorded != checksum(migration):
+        raise MigrationError(
+            f"migration {migration.path.name} was edited after this database applied it; "
+            "restore the file and put the change in a new migration"
+        )
 
 
 def _check_forced(settings: Settings, flavor: Flavor) -> None:
@@ -223,8 +241,10 @@ def _apply(conn: psycopg.Connection, migration: Migration, flavor: Flavor) -> No
     `-- migrate:no-transaction` (TimescaleDB continuous aggregates refuse transactions)."""
     sql = migration.path.read_text()
     log.info("applying migration", extra={"fields": {"migration": migration.path.name}})
-    record = "INSERT INTO schema_migrations (version, name, flavor) VALUES (%s, %s, %s)"
-    values = (migration.version, migration.name, flavor.value)
+    record = (
+        "INSERT INTO schema_migrations (version, name, flavor, checksum) VALUES (%s, %s, %s, %s)"
+    )
+    values = (migration.version, migration.name, flavor.value, checksum(migration))
     try:
         if sql.startswith(NO_TRANSACTION):
             for statement in split_statements(sql):
