@@ -132,7 +132,7 @@ class SunSpecClient:
         raise SunSpecError("SunSpec map has no end marker")
 
     async def observe(self) -> Observation:
-        """Read the inverter model (and 701 when the 1xx model lacks energy or power)."""
+        """Read the inverter model (model 701 when there is no 1xx model or it has no energy)."""
         chosen = next((m for m in INVERTER_MODELS if m in self.models), None)
         if chosen is None and DER_MODEL not in self.models:
             raise SunSpecError(f"no inverter model (101-103, 701) among {sorted(self.models)}")
@@ -141,10 +141,8 @@ class SunSpecClient:
             energy, energy_sf = points.get("WH"), points.get("WH_SF")
             power = scaled(points.get("W"), points.get("W_SF"))
             status = STATUS_1XX.get(points.get("St") or 0, "idle")
-            if energy is not None and energy_sf is not None and power is not None:
+            if (energy is not None and energy_sf is not None) or DER_MODEL not in self.models:
                 return Observation(chosen, energy, energy_sf, True, power, status)
-        if DER_MODEL not in self.models:
-            raise SunSpecError(f"model {chosen} reports no energy or power")
         points = await self.model(DER_MODEL)
         return Observation(
             DER_MODEL,
