@@ -14,10 +14,12 @@ from typing import Any
 import psycopg
 import pytest
 import websockets
+from fastapi.testclient import TestClient
 from ocpp.v16 import call as call16
 from ocpp.v201 import call as call201
 from websockets.exceptions import InvalidStatus
 
+from gridshare.api.main import create_app
 from gridshare.core import stack
 from gridshare.core.payloads import format_ts
 from gridshare.core.settings import Settings
@@ -80,7 +82,11 @@ def url(port: int) -> str:
 
 
 def test_ocpp201_session_with_signed_meter_values(
-    ocpp_bridge: BridgeProcess, bridge_port: int, charger: ProvisionedCharger, conn
+    ocpp_bridge: BridgeProcess,
+    bridge_port: int,
+    charger: ProvisionedCharger,
+    conn,
+    stack_settings: Settings,
 ) -> None:
     async def session() -> None:
         cp = await connect(url(bridge_port), charger.charger_id, charger.password)
@@ -115,6 +121,12 @@ def test_ocpp201_session_with_signed_meter_values(
         (stored[0][0], "OCMF", OCMF),
         (stored[2][0], "OCMF", OCMF),
     ]
+    with TestClient(create_app(stack_settings)) as client:
+        page = client.get(f"/v1/devices/{charger.device_id}/evidence").json()
+        assert [(i["seq"], i["format"], i["signed_data"]) for i in page["items"]] == evidence
+        one = client.get(f"/v1/devices/{charger.device_id}/evidence?seq={stored[2][0]}").json()
+        assert [i["public_key"] for i in one["items"]] == ["3059301306072a8648ce3d0201"]
+        assert client.get("/v1/devices/cp-nope/evidence").status_code == 404
 
 
 def test_ocpp16_session(
