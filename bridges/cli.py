@@ -16,6 +16,7 @@ from gridshare.bridges import ocpp_server, sunspec
 from gridshare.core.errors import ConfigError
 from gridshare.core.logs import setup_logging
 from gridshare.core.settings import get_settings
+from gridshare.core.stack.process import raise_open_files_limit
 
 app = typer.Typer(no_args_is_help=True, help="Bridges for real chargers (OCPP) and inverters.")
 
@@ -30,6 +31,7 @@ def ocpp(
     """OCPP 1.6J / 2.0.1 central system at ws://HOST:PORT/{charger_id}."""
     settings = get_settings()
     setup_logging(settings.log_level)
+    raise_open_files_limit()  # two sockets per charger: its WebSocket and its broker session
     tls = None
     if certfile is not None:
         tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -190,8 +191,10 @@ async def poll(
     store: BridgeStore,
     publishers: Publishers,
     stop: asyncio.Event,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> None:
-    """Poll one inverter until `stop` is set (see module docstring)."""
+    """Poll one inverter until `stop` is set (see module docstring). Readings carry the
+    bridge's `clock` (Modbus has no timestamps; the demo passes its simulated clock)."""
     meter = await BridgedMeter.open(settings, inverter.device, store, publishers)
     backoff = 1.0
     fields = {"device_id": inverter.device, "host": inverter.host, "port": inverter.port}
@@ -204,7 +207,7 @@ async def poll(
             )
             while not stop.is_set():
                 seen = await client.observe()
-                await meter.record(sample_of(meter, seen, datetime.now(UTC)))
+                await meter.record(sample_of(meter, seen, clock()))
                 backoff = 1.0
                 await _sleep(stop, inverter.interval)
         except (ModbusException, ConnectionError, OSError, SunSpecError, PublishError) as exc:

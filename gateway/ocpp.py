@@ -66,43 +66,87 @@ def provision_ocpp(
         raise ProvisionError(f"charger id {charger_id!r}: use 1-48 of A-Z a-z 0-9 _ -")
     device_id = charger_device_id(charger_id)
     password = secrets.token_urlsafe(18)
-    with db.connect(settings, autocommit=True) as conn:
-        row = conn.execute("SELECT device_type FROM pools WHERE name = %s", (pool,)).fetchone()
-        if row is None or row[0] != DeviceType.CHARGING_PILE.value:
-            raise ProvisionError(
-                f"pool {pool}: no charging-pile pool of that name; create it with "
-                "`gridshare devices provision --type charging_pile`"
-            )
-        current = conn.execute(
-            "SELECT pool FROM devices WHERE device_id = %s", (device_id,)
-        ).fetchone()
-        if current is not None and current[0] != pool:
-            raise ProvisionError(f"charger {charger_id} already feeds pool {current[0]}")
-        identity = read_identity(settings, device_id)
-        if identity is None:
-            if current is not None:
-                raise ProvisionError(f"device {device_id} has no identity file; restore it")
-            identity = new_identity(device_id, DeviceType.CHARGING_PILE, pool)
-            write_identity(settings, identity)
-        with conn.transaction():
-            _insert_devices(conn, [identity], ephemeral=False)
-            conn.execute(
-                "INSERT INTO ocpp_chargers (charger_id, device_id, password_hash)"
-                " VALUES (%s, %s, %s) ON CONFLICT (charger_id) DO UPDATE"
-                " SET password_hash = excluded.password_hash, updated_at = now()",
-                (charger_id, device_id, hash_password(password)),
-            )
-            conn.execute("SELECT pg_notify(%s, %s)", (DEVICES_CHANGED_CHANNEL, device_id))
-        added = _ensure_logins(settings, [], [identity])
-        if chain:
-            onchain.register(settings, conn, [pool])
-    if added:
-        wait_for_login(settings, identity.mqtt_username, identity.mqtt_password)
+    created = provision_bridged(
+        settings,
+        pool,
+        device_id,
+        DeviceType.CHARGING_PILE,
+        chain,
+        charger=(charger_id, hash_password(password)),
+    )
     log.info(
         "ocpp charger provisioned",
         extra={"fields": {"charger_id": charger_id, "device_id": device_id, "pool": pool}},
     )
-    return ProvisionedCharger(charger_id, device_id, pool, password, current is None)
+    return ProvisionedCharger(charger_id, device_id, pool, password, created)
+
+
+def provision_bridged(
+    settings: Settings,
+    pool: str,
+    device_id: str,
+    kind: DeviceType,
+    chain: bool = True,
+    charger: tuple[str, str] | None = None,
+) -> bool:
+    """A device that a bridge feeds (key, row, broker login, chain), kept out of any
+    simulator; with `charger` (id, password hash) also its OCPP login. True if new."""
+    return provision_bridged_many(settings, pool, kind, [(device_id, charger)], chain)[0]
+
+
+def provision_bridged_many(
+    settings: Settings,
+    pool: str,
+    kind: DeviceType,
+    devices: list[tuple[str, tuple[str, str] | None]],
+    chain: bool = True,
+) -> list[bool]:
+    """`provision_bridged` for many devices of one pool: one transaction, one broker
+    reload, one chain step. For each device, True if it is new."""
+    with db.connect(settings, autocommit=True) as conn:
+        row = conn.execute("SELECT device_type FROM pools WHERE name = %s", (pool,)).fetchone()
+        if row is None or row[0] != kind.value:
+            raise ProvisionError(
+                f"pool {pool}: no {kind.pool_stem} pool of that name; create it with "
+                f"`gridshare devices provision --type {kind.value}`"
+            )
+        ids = [device_id for device_id, _ in devices]
+        current = dict(
+            conn.execute(
+                "SELECT device_id, pool FROM devices WHERE device_id = ANY(%s)", (ids,)
+            ).fetchall()
+        )
+        identities = []
+        for device_id in ids:
+            if current.get(device_id, pool) != pool:
+                raise ProvisionError(
+                    f"device {device_id} already belongs to pool {current[device_id]}"
+                )
+            identity = read_identity(settings, device_id)
+            if identity is None:
+                if device_id in current:
+                    raise ProvisionError(f"device {device_id} has no identity file; restore it")
+                identity = new_identity(device_id, kind, pool)
+                write_identity(settings, identity)
+            identities.append(identity)
+        chargers = [(c[0], d, c[1]) for d, c in devices if c is not None]
+        with conn.transaction():
+            _insert_devices(conn, identities, ephemeral=False)
+            if chargers:
+                with conn.cursor() as cur:
+                    cur.executemany(
+                        "INSERT INTO ocpp_chargers (charger_id, device_id, password_hash)"
+                        " VALUES (%s, %s, %s) ON CONFLICT (charger_id) DO UPDATE"
+                        " SET password_hash = excluded.password_hash, updated_at = now()",
+                        chargers,
+                    )
+            conn.execute("SELECT pg_notify(%s, '*')", (DEVICES_CHANGED_CHANNEL,))
+        added = _ensure_logins(settings, [], identities)
+        if chain:
+            onchain.register(settings, conn, [pool])
+    if added:
+        wait_for_login(settings, added[-1].mqtt_username, added[-1].mqtt_password)
+    return [device_id not in current for device_id in ids]
 
 
 def set_tariff(settings: Settings, pool: str, minor_per_kwh: int | None) -> None:
