@@ -15,6 +15,7 @@ from gridshare.gateway.ocpp import ProvisionedCharger, provision_ocpp, set_tarif
 from gridshare.gateway.provision import provision
 from tests.bridges.peers import BridgeProcess
 from tests.ingest.fleet import IngestProcess
+from tests.oracle.conftest import ctx, deployed  # noqa: F401 - fixtures used here too
 from tests.support import free_port
 
 TARIFF = 300  # HK cents per kWh

@@ -61,7 +61,7 @@ class BridgeProcess:
             [GRIDSHARE, "bridge", *self.args], env=self.env, stdout=log, stderr=subprocess.STDOUT
         )
         log.close()
-        wait_until(lambda: ready in self.log() or self.proc.poll() is not None, 30, ready)
+        wait_until(lambda: ready in self.log() or self.proc.poll() is not None, 60, ready)
         assert self.proc.poll() is None, self.log()
         return self
 

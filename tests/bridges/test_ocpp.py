@@ -23,10 +23,12 @@ from gridshare.api.main import create_app
 from gridshare.core import stack
 from gridshare.core.payloads import format_ts
 from gridshare.core.settings import Settings
-from gridshare.gateway.ocpp import ProvisionedCharger
+from gridshare.gateway.ocpp import ProvisionedCharger, provision_ocpp, set_tariff
+from gridshare.oracle.aggregator import attest_next
 from tests.bridges.conftest import TARIFF, ocpp_process
 from tests.bridges.peers import BridgeProcess, basic, connect
 from tests.ingest.fleet import wait_until
+from tests.oracle.conftest import make_pool
 
 OCMF = 'OCMF|{"FV":"1.0","GI":"bench","RD":[{"TM":"2026-12-01T10:00:00,000+0000 S","RV":1.0}]}|{"SD":"3045"}'  # noqa: E501
 T0 = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
@@ -209,8 +211,6 @@ def test_malformed_frame_gets_callerror_and_others_are_served(
     stack_settings: Settings,
     charger: ProvisionedCharger,
 ) -> None:
-    from gridshare.gateway.ocpp import provision_ocpp
-
     other = provision_ocpp(stack_settings, charger.pool, charger.charger_id + "b", chain=False)
 
     async def session() -> None:
@@ -263,6 +263,46 @@ def test_dropped_charger_replays_queue_stored_once(
     assert len(stored) == 6
     assert [r[1] for r in stored] == [T0 + timedelta(seconds=10 + 60 * i) for i in range(6)]
     assert stored[-1][2] == 2500
+
+
+def test_charger_readings_are_attested(
+    ocpp_bridge: BridgeProcess, bridge_port: int, stack_settings: Settings, ctx, conn
+) -> None:
+    """A 1.6 charger in a pool on-chain: its day of charging becomes the pool's epoch."""
+    pool = make_pool(stack_settings, conn, "charging_pile", devices=0)
+    set_tariff(stack_settings, pool.name, TARIFF)
+    charger = provision_ocpp(stack_settings, pool.name, f"A{pool.name[-3:]}")
+    day = (T0 - timedelta(days=3)).replace(hour=0, minute=0, second=0)
+
+    def at(hours: float) -> str:
+        return format_ts(day + timedelta(hours=hours))
+
+    async def session() -> None:
+        cp = await connect(url(bridge_port), charger.charger_id, charger.password, "1.6")
+        start = await cp.cp.call(
+            call16.StartTransaction(connector_id=1, id_tag="T", meter_start=2000, timestamp=at(1))
+        )
+        values = [{"timestamp": at(2), "sampledValue": [{"value": "9200", "unit": "Wh"}]}]
+        await cp.cp.call(call16.MeterValues(connector_id=1, meter_value=values))
+        await cp.cp.call(
+            call16.StopTransaction(
+                meter_stop=16400, timestamp=at(3), transaction_id=start.transaction_id
+            )
+        )
+        idle = [{"timestamp": at(25), "sampledValue": [{"value": "16400", "unit": "Wh"}]}]
+        await cp.cp.call(call16.MeterValues(connector_id=1, meter_value=idle))
+        await cp.close()
+
+    asyncio.run(session())
+    wait_rows(conn, charger.device_id, 4)
+    outcome = attest_next(ctx, pool.name, force=True)
+    assert outcome.status == "confirmed", outcome.message
+    energy, revenue, devices = conn.execute(
+        "SELECT energy_wh, revenue_minor, device_count FROM oracle_epochs"
+        " WHERE pool = %s AND epoch = 1",
+        (pool.name,),
+    ).fetchone()
+    assert (int(energy), int(revenue), devices) == (14400, 14400 * TARIFF // 1000, 1)
 
 
 @pytest.mark.slow
