@@ -67,6 +67,21 @@ def prepare(settings: Settings, pools: list[str]) -> DemoBridges:
     return DemoBridges(charger, INVERTER_DEVICE, settings.api_port + OCPP_PORT_OFFSET)
 
 
+def summary(settings: Settings, bridges: DemoBridges) -> str:
+    """One line per bridged device: readings stored and meters."""
+    with db.connect(settings, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT device_id, readings, coalesce(energy_wh_total, 0),"
+            " coalesce(revenue_minor_total, 0) FROM device_state"
+            " WHERE device_id = ANY(%s) ORDER BY device_id",
+            (sorted(bridges.device_ids),),
+        ).fetchall()
+    return "\n".join(
+        f"  {device}: {readings} readings, {energy / 1000:,.0f} kWh, HKD {revenue / 100:,.0f}"
+        for device, readings, energy, revenue in rows
+    )
+
+
 def run_peers(
     settings: Settings,
     bridges: DemoBridges,

@@ -146,6 +146,8 @@ def run(settings: Settings, plan: DemoPlan, once: bool, fresh: bool) -> None:
             for pool in provisioned.pools
         }
         console.print(_summary(settings, ctx, provisioned.pools, claims))
+        console.print("through the bridges (real protocol peers):")
+        console.print(bridges_demo.summary(settings, bridges))
         console.print(f"dashboard and API: http://{settings.api_host}:{settings.api_port}/")
         if not once:
             console.print("serving until Ctrl-C")
