@@ -18,6 +18,7 @@ import ssl
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import ocpp.messages
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, InvalidHeader
 from websockets.headers import build_www_authenticate_basic, parse_authorization_basic
@@ -27,8 +28,9 @@ from gridshare.bridges.device import BridgedMeter
 from gridshare.bridges.ocpp16 import CentralSystem16
 from gridshare.bridges.ocpp201 import Csms201
 from gridshare.bridges.ocpp_common import ChargerSession
-from gridshare.bridges.publisher import Publishers
+from gridshare.bridges.publisher import Publishers, require_broker
 from gridshare.bridges.store import BridgeStore
+from gridshare.core.errors import ConfigError
 from gridshare.core.settings import Settings
 from gridshare.gateway.ocpp import verify_password
 
@@ -50,6 +52,9 @@ class CentralSystem:
 
     async def serve(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> Server:
         logging.getLogger("ocpp").setLevel(logging.WARNING)  # it logs every frame at INFO
+        # Schema validation inline: in the default thread pool it holds the GIL all the same
+        # and adds two thread hand-offs per message.
+        ocpp.messages.ASYNC_VALIDATION = False
         return await serve(
             self._handle,
             host,
@@ -131,11 +136,15 @@ async def run(
     settings: Settings, host: str, port: int, tls: ssl.SSLContext | None, stop: asyncio.Event
 ) -> None:
     """Serve until `stop` is set; then close chargers' connections and broker sessions."""
+    require_broker(settings)
     store = await BridgeStore.open(settings)
     publishers = Publishers()
     try:
         central = CentralSystem(settings, store, publishers)
-        server = await central.serve(host, port, tls)
+        try:
+            server = await central.serve(host, port, tls)
+        except OSError as exc:
+            raise ConfigError("--host/--port", f"cannot listen on {host}:{port}: {exc}") from exc
         log.info("ocpp bridge listening", extra={"fields": {"host": host, "port": port}})
         async with server:
             await stop.wait()

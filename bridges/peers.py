@@ -126,7 +126,7 @@ class BenchCharger:
         else:
             message = call.MeterValues(evse_id=1, meter_value=_meter(due, self.register_wh, 0.0))
         started = asyncio.get_running_loop().time()
-        await cp.call(message)
+        await cp.call(message, skip_schema_validation=True)  # the bridge validates
         self.answer_seconds.append(asyncio.get_running_loop().time() - started)
         self.sent += 1
 

@@ -21,12 +21,22 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from gridshare.core.errors import GridshareError
+from gridshare.core.errors import GridshareError, ServiceUnreachable
 from gridshare.core.payloads import STATUS_TOPIC, TELEMETRY_TOPIC
+from gridshare.core.settings import Settings
+from gridshare.core.stack.process import port_open
 from gridshare.sim.mqtt import MqttConnection, MqttError, connect_packet
 
 KEEPALIVE = 60
 log = logging.getLogger(__name__)
+
+
+def require_broker(settings: Settings) -> None:
+    """Fail at start, in one line, when the broker is not there."""
+    if not port_open(settings.mqtt_host, settings.mqtt_port):
+        raise ServiceUnreachable(
+            "broker", "GRIDSHARE_MQTT_URL", settings.mqtt_url, "connection refused"
+        )
 
 
 class PublishError(GridshareError):

@@ -103,7 +103,8 @@ class BridgeStore:
     async def save(
         self, device_id: str, state: MeterState, evidence: list[Evidence] | tuple = ()
     ) -> None:
-        """Record an acknowledged reading's state and its evidence, atomically."""
+        """Record an acknowledged reading's state and its evidence, atomically. A state is
+        never replaced by an older one (a replaced connection finishing late)."""
         async with self.pool.connection() as conn, conn.transaction():
             await conn.execute(
                 "INSERT INTO bridge_state (device_id, last_seq, last_ts, status,"
@@ -115,7 +116,7 @@ class BridgeStore:
                 " revenue_micro_total = excluded.revenue_micro_total,"
                 " sessions_total = excluded.sessions_total,"
                 " last_transaction = excluded.last_transaction, source = excluded.source,"
-                " updated_at = now()",
+                " updated_at = now() WHERE bridge_state.last_seq < excluded.last_seq",
                 (
                     device_id,
                     state.last_seq,

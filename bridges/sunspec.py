@@ -23,7 +23,7 @@ from pymodbus.exceptions import ModbusException
 
 from gridshare.bridges.device import BridgedMeter
 from gridshare.bridges.meter import Sample, register_step
-from gridshare.bridges.publisher import PublishError, Publishers
+from gridshare.bridges.publisher import PublishError, Publishers, require_broker
 from gridshare.bridges.store import BridgeStore
 from gridshare.bridges.sunspec_map import BASES, END, SUNS, decode, model_points, scaled
 from gridshare.core.errors import GridshareError
@@ -229,6 +229,7 @@ async def _sleep(stop: asyncio.Event, seconds: float) -> None:
 
 async def run(settings: Settings, inverters: list[Inverter], stop: asyncio.Event) -> None:
     """Poll every inverter concurrently until `stop` is set."""
+    require_broker(settings)
     store = await BridgeStore.open(settings, max_size=4)
     publishers = Publishers()
     try:
