@@ -84,5 +84,9 @@ class BridgedMeter:
             self.state = new
             return True
 
+    async def online(self) -> bool:
+        """Open the device's broker session now (its retained status says `online`)."""
+        return await self.publishers.get(self.login).connect()
+
     async def release(self) -> None:
         await self.publishers.release(self.device.device_id)

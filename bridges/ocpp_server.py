@@ -107,6 +107,7 @@ class CentralSystem:
         meter = await BridgedMeter.open(
             self.settings, self._devices[charger_id], self.store, self.publishers
         )
+        await meter.online()
         session = ChargerSession(charger_id, meter)
         kind: Any = Csms201 if connection.subprotocol == "ocpp2.0.1" else CentralSystem16
         handler = kind(session, connection)

@@ -70,7 +70,8 @@ class BenchCharger:
         self._transaction: str | None = None
         self._seq_no = 0
 
-    async def run(self, until: float, stop: asyncio.Event) -> None:
+    async def run(self, until: float, stop: asyncio.Event, begin: float = 0.0) -> None:
+        """Connect and boot at once; send from `begin` (on the clock) until `until`."""
         token = base64.b64encode(f"{self.charger_id}:{self.password}".encode()).decode()
         async with websockets.connect(
             f"{self.url}/{self.charger_id}",
@@ -87,7 +88,8 @@ class BenchCharger:
                         reason="PowerUp",
                     )
                 )
-                due = math.ceil((self.clock() - self.phase) / self.step) * self.step + self.phase
+                first = max(self.clock(), begin) - self.phase
+                due = math.ceil(first / self.step) * self.step + self.phase
                 while due < until and not stop.is_set():
                     if self.clock() < due:
                         await asyncio.sleep(min(0.05, max(0.001, due - self.clock())))

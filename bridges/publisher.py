@@ -102,6 +102,19 @@ class DevicePublisher:
                 raise PublishError(f"{self.device_id}: broker refused the reading (0x{reason:02x})")
             return
 
+    async def connect(self, timeout: float = 10.0) -> bool:
+        """Open the session ahead of the first reading; False (logged) if the broker does
+        not answer now: `publish` tries again."""
+        try:
+            await asyncio.wait_for(self._connected(), timeout)
+        except (OSError, MqttError, ConnectionError, TimeoutError) as exc:
+            log.warning(
+                "broker session not open yet",
+                extra={"fields": {"device_id": self.device_id, "error": str(exc)[:200]}},
+            )
+            return False
+        return True
+
     async def close(self) -> None:
         """Say `offline` (retained) and end the session cleanly."""
         conn = self.conn
