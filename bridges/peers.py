@@ -65,7 +65,8 @@ class BenchCharger:
         self.every, self.session = every_hours * 3600, session_hours * 3600
         self.phase = phase  # seconds into each step: chargers are not synchronised
         self.register_wh = 10_000.0
-        self.sent = 0
+        self.sent = 0  # answered
+        self.refused = 0  # answered with a CALLERROR
         self.answer_seconds: list[float] = []
         self._transaction: str | None = None
         self._seq_no = 0
@@ -128,7 +129,10 @@ class BenchCharger:
         else:
             message = call.MeterValues(evse_id=1, meter_value=_meter(due, self.register_wh, 0.0))
         started = asyncio.get_running_loop().time()
-        await cp.call(message, skip_schema_validation=True)  # the bridge validates
+        answer = await cp.call(message, skip_schema_validation=True)  # the bridge validates
+        if answer is None:  # a CALLERROR: a real charger would send the message again
+            self.refused += 1
+            return
         self.answer_seconds.append(asyncio.get_running_loop().time() - started)
         self.sent += 1
 

@@ -1,12 +1,15 @@
 """What the bridges keep in the database: charger logins, devices' meter states, evidence.
 
 A state row is written only after the broker acknowledged the reading built from it, in one
-transaction with that reading's source evidence, so after any crash the bridge resumes from
-a state that the platform has (or is about to have, from the broker) and nothing else.
+transaction with that reading's source evidence (and other chargers' saves: group commit),
+so after any crash the bridge resumes from a state that the platform has (or is about to
+have, from the broker) and nothing else.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -48,12 +51,19 @@ class BridgeStore:
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self.pool = pool
         self._tariffs: dict[str, tuple[float, int | None]] = {}
+        self._pending: list[_Save] = []
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, settings: Settings, max_size: int = 8) -> BridgeStore:
         return cls(await db.async_pool(settings, min_size=1, max_size=max_size, autocommit=True))
 
     async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
         await self.pool.close()
 
     async def charger(self, charger_id: str) -> tuple[str, str] | None:
@@ -103,10 +113,40 @@ class BridgeStore:
     async def save(
         self, device_id: str, state: MeterState, evidence: list[Evidence] | tuple = ()
     ) -> None:
-        """Record an acknowledged reading's state and its evidence, atomically. A state is
-        never replaced by an older one (a replaced connection finishing late)."""
-        async with self.pool.connection() as conn, conn.transaction():
-            await conn.execute(
+        """Record an acknowledged reading's state and its evidence; returns once committed.
+
+        Saves that arrive while a commit is under way are committed together in the next
+        one (group commit): one fsync for many chargers instead of one each."""
+        done = asyncio.get_running_loop().create_future()
+        self._pending.append(_Save(device_id, state, list(evidence), done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.ensure_future(self._write_loop())
+        self._wake.set()
+        await done
+
+    async def _write_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            batch, self._pending = self._pending, []
+            if not batch:
+                continue
+            try:
+                await self._write(batch)
+            except Exception as exc:  # each caller gets the failure: its charger retries
+                for item in batch:
+                    if not item.done.done():
+                        item.done.set_exception(exc)
+            else:
+                for item in batch:
+                    if not item.done.done():
+                        item.done.set_result(None)
+
+    async def _write(self, batch: list[_Save]) -> None:
+        """One transaction. A state is never replaced by an older one (a replaced
+        connection finishing late)."""
+        async with self.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            await cur.executemany(
                 "INSERT INTO bridge_state (device_id, last_seq, last_ts, status,"
                 " energy_mwh_total, revenue_micro_total, sessions_total, last_transaction,"
                 " source) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
@@ -117,38 +157,50 @@ class BridgeStore:
                 " sessions_total = excluded.sessions_total,"
                 " last_transaction = excluded.last_transaction, source = excluded.source,"
                 " updated_at = now() WHERE bridge_state.last_seq < excluded.last_seq",
-                (
-                    device_id,
-                    state.last_seq,
-                    state.last_ts,
-                    state.status,
-                    state.energy_mwh_total,
-                    state.revenue_micro_total,
-                    state.sessions_total,
-                    state.last_transaction,
-                    Jsonb(state.source),
-                ),
-            )
-            if evidence:
-                async with conn.cursor() as cur:
-                    await cur.executemany(
-                        "INSERT INTO reading_evidence (device_id, seq, ordinal, ts, format,"
-                        " measurand, signed_data, signing_method, encoding_method, public_key)"
-                        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                        " ON CONFLICT DO NOTHING",
-                        [
-                            (
-                                device_id,
-                                state.last_seq,
-                                ordinal,
-                                item.ts,
-                                item.format,
-                                item.measurand,
-                                item.signed_data,
-                                item.signing_method,
-                                item.encoding_method,
-                                item.public_key,
-                            )
-                            for ordinal, item in enumerate(evidence)
-                        ],
+                [
+                    (
+                        item.device_id,
+                        item.state.last_seq,
+                        item.state.last_ts,
+                        item.state.status,
+                        item.state.energy_mwh_total,
+                        item.state.revenue_micro_total,
+                        item.state.sessions_total,
+                        item.state.last_transaction,
+                        Jsonb(item.state.source),
                     )
+                    for item in batch
+                ],
+            )
+            evidence = [
+                (
+                    item.device_id,
+                    item.state.last_seq,
+                    ordinal,
+                    value.ts,
+                    value.format,
+                    value.measurand,
+                    value.signed_data,
+                    value.signing_method,
+                    value.encoding_method,
+                    value.public_key,
+                )
+                for item in batch
+                for ordinal, value in enumerate(item.evidence)
+            ]
+            if evidence:
+                await cur.executemany(
+                    "INSERT INTO reading_evidence (device_id, seq, ordinal, ts, format,"
+                    " measurand, signed_data, signing_method, encoding_method, public_key)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                    " ON CONFLICT DO NOTHING",
+                    evidence,
+                )
+
+
+@dataclass
+class _Save:
+    device_id: str
+    state: MeterState
+    evidence: list[Evidence]
+    done: asyncio.Future[None]
