@@ -33,21 +33,21 @@ class CentralSystem16(FrameErrors, ChargePoint):
         super().__init__(session.charger_id, connection)
         self.session = session
 
-    @on(Action.boot_notification)
+    @on(Action.boot_notification, skip_schema_validation=True)
     async def on_boot(self, **untrusted: Any) -> call_result.BootNotification:
         return call_result.BootNotification(
             current_time=_now(), interval=HEARTBEAT_SECONDS, status=RegistrationStatus.accepted
         )
 
-    @on(Action.heartbeat)
+    @on(Action.heartbeat, skip_schema_validation=True)
     async def on_heartbeat(self) -> call_result.Heartbeat:
         return call_result.Heartbeat(current_time=_now())
 
-    @on(Action.authorize)
+    @on(Action.authorize, skip_schema_validation=True)
     async def on_authorize(self, id_tag: str) -> call_result.Authorize:
         return call_result.Authorize(id_tag_info=ACCEPTED)
 
-    @on(Action.status_notification)
+    @on(Action.status_notification, skip_schema_validation=True)
     async def on_status(
         self, connector_id: int, status: str, timestamp: str | None = None, **untrusted: Any
     ) -> call_result.StatusNotification:
@@ -56,7 +56,7 @@ class CentralSystem16(FrameErrors, ChargePoint):
             await self.session.record(parse_ts(timestamp), None)
         return call_result.StatusNotification()
 
-    @on(Action.start_transaction)
+    @on(Action.start_transaction, skip_schema_validation=True)
     async def on_start(
         self, connector_id: int, id_tag: str, meter_start: int, timestamp: str, **untrusted: Any
     ) -> call_result.StartTransaction:
@@ -77,7 +77,7 @@ class CentralSystem16(FrameErrors, ChargePoint):
         )
         return call_result.StartTransaction(transaction_id=number, id_tag_info=ACCEPTED)
 
-    @on(Action.stop_transaction)
+    @on(Action.stop_transaction, skip_schema_validation=True)
     async def on_stop(
         self,
         meter_stop: int,
@@ -96,7 +96,7 @@ class CentralSystem16(FrameErrors, ChargePoint):
         )
         return call_result.StopTransaction(id_tag_info=ACCEPTED)
 
-    @on(Action.meter_values)
+    @on(Action.meter_values, skip_schema_validation=True)
     async def on_meter_values(
         self, connector_id: int, meter_value: list[dict[str, Any]], **untrusted: Any
     ) -> call_result.MeterValues:

@@ -38,7 +38,7 @@ class Csms201(FrameErrors, ChargePoint):
         super().__init__(session.charger_id, connection)
         self.session = session
 
-    @on(Action.boot_notification)
+    @on(Action.boot_notification, skip_schema_validation=True)
     async def on_boot(self, **untrusted: Any) -> call_result.BootNotification:
         return call_result.BootNotification(
             current_time=_now(),
@@ -46,15 +46,15 @@ class Csms201(FrameErrors, ChargePoint):
             status=RegistrationStatusEnumType.accepted,
         )
 
-    @on(Action.heartbeat)
+    @on(Action.heartbeat, skip_schema_validation=True)
     async def on_heartbeat(self, **untrusted: Any) -> call_result.Heartbeat:
         return call_result.Heartbeat(current_time=_now())
 
-    @on(Action.authorize)
+    @on(Action.authorize, skip_schema_validation=True)
     async def on_authorize(self, **untrusted: Any) -> call_result.Authorize:
         return call_result.Authorize(id_token_info=ACCEPTED)
 
-    @on(Action.status_notification)
+    @on(Action.status_notification, skip_schema_validation=True)
     async def on_status(
         self, timestamp: str, connector_status: str, evse_id: int, **untrusted: Any
     ) -> call_result.StatusNotification:
@@ -63,14 +63,14 @@ class Csms201(FrameErrors, ChargePoint):
             await self.session.record(parse_ts(timestamp), None)
         return call_result.StatusNotification()
 
-    @on(Action.meter_values)
+    @on(Action.meter_values, skip_schema_validation=True)
     async def on_meter_values(
         self, evse_id: int, meter_value: list[dict[str, Any]], **untrusted: Any
     ) -> call_result.MeterValues:
         await self.session.record_meter_values(evse_id, meter_value, "2.0.1")
         return call_result.MeterValues()
 
-    @on(Action.transaction_event)
+    @on(Action.transaction_event, skip_schema_validation=True)
     async def on_transaction_event(
         self,
         event_type: str,

@@ -14,6 +14,8 @@ import logging
 from ocpp.exceptions import OCPPError
 from ocpp.messages import Call, CallError, MessageType, unpack
 
+from gridshare.bridges.ocpp_schemas import validate_request
+
 log = logging.getLogger(__name__)
 
 
@@ -29,7 +31,8 @@ def message_id(untrusted_raw: str | bytes) -> str:
 
 
 class FrameErrors:
-    """Mixin before the library's `ChargePoint`: answer unparseable frames, route the rest."""
+    """Mixin before the library's `ChargePoint`: answer unparseable frames, validate requests
+    (`ocpp_schemas`; the handlers skip the library's slower validation), route the rest."""
 
     id: str
     logger: logging.Logger
@@ -47,6 +50,7 @@ class FrameErrors:
             return
         if isinstance(msg, Call):
             try:
+                validate_request(self._ocpp_version, msg.action, msg.payload)  # type: ignore[attr-defined]
                 await self._handle_call(msg)  # type: ignore[attr-defined]
             except OCPPError as error:
                 await self._send(msg.create_call_error(error).to_json())  # type: ignore[attr-defined]

@@ -18,7 +18,6 @@ import ssl
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import ocpp.messages
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed, InvalidHeader
 from websockets.headers import build_www_authenticate_basic, parse_authorization_basic
@@ -52,9 +51,6 @@ class CentralSystem:
 
     async def serve(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> Server:
         logging.getLogger("ocpp").setLevel(logging.WARNING)  # it logs every frame at INFO
-        # Schema validation inline: in the default thread pool it holds the GIL all the same
-        # and adds two thread hand-offs per message.
-        ocpp.messages.ASYNC_VALIDATION = False
         return await serve(
             self._handle,
             host,
