@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+from ocpp.exceptions import OCPPError
+
 from gridshare.bridges.meter import Sample, advance, reading_fields, register_step
 from gridshare.bridges.ocpp_common import parse_meter_value
 from gridshare.bridges.ocpp_frames import message_id
+from gridshare.bridges.ocpp_schemas import validate_request
 from gridshare.bridges.sunspec import Observation, energy_step
 from gridshare.core.payloads import DeviceType, encode_reading, parse_telemetry
 
@@ -100,3 +104,19 @@ def test_sunspec_energy_step_across_wrap_and_scale_change() -> None:
     assert energy_step({"counter": 100, "sf": 1, "model": 103}, seen(1500, 0)) == 500_000
     assert energy_step({"counter": 5, "sf": -2, "model": 103}, seen(7, -2)) == 20
     assert energy_step({"counter": 5, "sf": 0, "model": 701}, seen(7, 0)) == 0  # new model
+
+
+def test_requests_checked_against_the_librarys_schemas() -> None:
+    good = {"connectorId": 1, "meterValue": [{"timestamp": "x", "sampledValue": [{"value": "1"}]}]}
+    validate_request("1.6", "MeterValues", good)
+    validate_request("1.6", "NoSuchAction", {})  # left to the router: NotImplemented
+    validate_request("2.0.1", "../../etc", {})
+    cases = [
+        ("2.0.1", "Heartbeat", {"unexpected": 1}, "FormatViolation"),
+        ("2.0.1", "StatusNotification", {"timestamp": "t"}, "ProtocolError"),
+        ("1.6", "MeterValues", {**good, "connectorId": "one"}, "TypeConstraintViolation"),
+    ]
+    for version, action, payload, code in cases:
+        with pytest.raises(OCPPError) as raised:
+            validate_request(version, action, payload)
+        assert raised.value.code == code
