@@ -14,7 +14,7 @@ from gridshare.core.settings import Settings
 from gridshare.gateway.ocpp import ProvisionedCharger, provision_ocpp, set_tariff
 from gridshare.gateway.provision import provision
 from tests.bridges.peers import BridgeProcess
-from tests.ingest.fleet import IngestProcess
+from tests.ingest.fleet import IngestProcess, wait_until
 from tests.oracle.conftest import ctx, deployed  # noqa: F401 - fixtures used here too
 from tests.support import free_port
 
@@ -32,7 +32,12 @@ def cp_pool(stack_settings: Settings) -> str:
 
 @pytest.fixture(scope="module")
 def ingest(stack_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    worker = IngestProcess(stack_env, tmp_path_factory.mktemp("ingest"), "bridges").start()
+    worker = IngestProcess(stack_env, tmp_path_factory.mktemp("ingest"), "bridges")
+    worker.start(wait=False)
+    wait_until(  # generous: this suite starts it beside two busy child processes
+        lambda: "ingest worker running" in worker.log() or not worker.alive(), 120, "ingest"
+    )
+    assert worker.alive(), worker.log()
     yield
     worker.stop()
 
