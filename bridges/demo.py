@@ -20,6 +20,7 @@ from gridshare.bridges.publisher import Publishers
 from gridshare.bridges.store import BridgeStore
 from gridshare.bridges.sunspec_peer import SunSpecPeer
 from gridshare.core import db
+from gridshare.core.errors import GridshareError
 from gridshare.core.payloads import DeviceType
 from gridshare.core.settings import Settings
 from gridshare.gateway.ocpp import ProvisionedCharger, provision_bridged, provision_ocpp
@@ -60,8 +61,12 @@ def prepare(settings: Settings, pools: list[str]) -> DemoBridges:
                     " WHERE name = %s AND tariff_minor_per_kwh IS NULL",
                     (TARIFFS[kind], pool),
                 )
-    pile = next(p for p, k in kinds.items() if k == DeviceType.CHARGING_PILE.value)
-    pv = next(p for p, k in kinds.items() if k == DeviceType.PV_PLANT.value)
+    pile = next((p for p, k in kinds.items() if k == DeviceType.CHARGING_PILE.value), None)
+    pv = next((p for p, k in kinds.items() if k == DeviceType.PV_PLANT.value), None)
+    if pile is None or pv is None:
+        raise GridshareError(
+            "demo: the bridged charger and inverter need a charging-pile and a pv-plant pool (2 pools or more)"
+        )
     charger = provision_ocpp(settings, pile, CHARGER_ID)
     provision_bridged(settings, pv, INVERTER_DEVICE, DeviceType.PV_PLANT)
     return DemoBridges(charger, INVERTER_DEVICE, settings.api_port + OCPP_PORT_OFFSET)
