@@ -65,7 +65,8 @@ def prepare(settings: Settings, pools: list[str]) -> DemoBridges:
     pv = next((p for p, k in kinds.items() if k == DeviceType.PV_PLANT.value), None)
     if pile is None or pv is None:
         raise GridshareError(
-            "demo: the bridged charger and inverter need a charging-pile and a pv-plant pool (2 pools or more)"
+            "demo: the bridged charger and inverter need a charging-pile and a pv-plant "
+            "pool (2 pools or more)"
         )
     charger = provision_ocpp(settings, pile, CHARGER_ID)
     provision_bridged(settings, pv, INVERTER_DEVICE, DeviceType.PV_PLANT)
