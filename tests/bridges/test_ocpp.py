@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import signal
+import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,7 +28,7 @@ from gridshare.gateway.ocpp import ProvisionedCharger, provision_ocpp, set_tarif
 from gridshare.oracle.aggregator import attest_next
 from tests.bridges.conftest import TARIFF, ocpp_process
 from tests.bridges.peers import BridgeProcess, basic, connect
-from tests.ingest.fleet import wait_until
+from tests.ingest.fleet import GRIDSHARE, wait_until
 from tests.oracle.conftest import make_pool
 
 OCMF = 'OCMF|{"FV":"1.0","GI":"bench","RD":[{"TM":"2026-12-01T10:00:00,000+0000 S","RV":1.0}]}|{"SD":"3045"}'  # noqa: E501
@@ -303,6 +304,35 @@ def test_charger_readings_are_attested(
         (pool.name,),
     ).fetchone()
     assert (int(energy), int(revenue), devices) == (14400, 14400 * TARIFF // 1000, 1)
+
+
+def test_provision_ocpp_command_prints_a_working_password(
+    ocpp_bridge: BridgeProcess, bridge_port: int, stack_env: dict[str, str], cp_pool: str
+) -> None:
+    charger_id = f"C{os.urandom(4).hex()}"
+    args = ["devices", "provision-ocpp", "--pool", cp_pool, "--charger-id", charger_id]
+    done = subprocess.run(
+        [GRIDSHARE, *args, "--skip-chain"], env=stack_env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    password = done.stdout.strip().splitlines()[-1]
+
+    async def boot() -> str:
+        cp = await connect(url(bridge_port), charger_id, password, "1.6")
+        answer = await cp.cp.call(
+            call16.BootNotification(charge_point_model="M", charge_point_vendor="V")
+        )
+        await cp.close()
+        return answer.status
+
+    assert asyncio.run(boot()) == "Accepted"
+    refused = subprocess.run(
+        [GRIDSHARE, "devices", "provision-ocpp", "--pool", cp_pool, "--charger-id", "bad id!"],
+        env=stack_env,
+        capture_output=True,
+        text=True,
+    )
+    assert refused.returncode == 1 and "charger id" in refused.stderr
 
 
 @pytest.mark.slow
