@@ -51,6 +51,7 @@ class QuarantineReason(StrEnum):
     BAD_SIGNATURE = "bad_signature"
     METER_REGRESSION = "meter_regression"
     TOO_LARGE = "too_large"
+    WRONG_CURRENCY = "wrong_currency"  # telemetry currency differs from its pool's
 
 
 Status = Literal["idle", "charging", "generating", "swapping", "fault", "maintenance"]

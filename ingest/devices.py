@@ -13,6 +13,10 @@ from collections.abc import Iterable
 
 import psycopg
 
+DEVICES_SQL = (
+    "SELECT d.device_id, d.address, p.currency FROM devices d JOIN pools p ON p.name = d.pool"
+)
+
 
 class DeviceDirectory:
     """device_id -> checksummed signing address of active, registered devices."""
@@ -21,18 +25,24 @@ class DeviceDirectory:
         self.refresh_seconds = refresh_seconds
         self.miss_seconds = miss_seconds
         self._addresses: dict[str, str] = {}
+        self._currencies: dict[str, str] = {}
         self._misses: dict[str, float] = {}
         self._loaded_at = float("-inf")
 
     def address(self, device_id: str) -> str | None:
         return self._addresses.get(device_id)
 
+    def currency(self, device_id: str) -> str | None:
+        """The currency of the device's pool (its telemetry must report in it)."""
+        return self._currencies.get(device_id)
+
     def ensure(self, conn: psycopg.Connection, device_ids: Iterable[str]) -> None:
         """Make the cache current for `device_ids` (one query at most)."""
         now = time.monotonic()
         if now - self._loaded_at > self.refresh_seconds:
-            rows = conn.execute("SELECT device_id, address FROM devices WHERE active").fetchall()
-            self._addresses = dict(rows)
+            rows = conn.execute(DEVICES_SQL + " WHERE d.active").fetchall()
+            self._addresses = {r[0]: r[1] for r in rows}
+            self._currencies = {r[0]: r[2] for r in rows}
             self._misses.clear()
             self._loaded_at = now
             return
@@ -45,10 +55,10 @@ class DeviceDirectory:
         if not wanted:
             return
         rows = conn.execute(
-            "SELECT device_id, address FROM devices WHERE active AND device_id = ANY(%s)",
-            (wanted,),
+            DEVICES_SQL + " WHERE d.active AND d.device_id = ANY(%s)", (wanted,)
         ).fetchall()
-        self._addresses.update(rows)
+        self._addresses.update((r[0], r[1]) for r in rows)
+        self._currencies.update((r[0], r[2]) for r in rows)
         for device_id in set(wanted) - {r[0] for r in rows}:
             self._misses[device_id] = now
         if len(self._misses) > 100_000:

@@ -121,6 +121,12 @@ def _telemetry(untrusted_raw: bytes, topic_id: str, directory: DeviceDirectory) 
         raise PayloadError(
             QuarantineReason.BAD_SIGNATURE, f"signed by {signer}, registered {address}"
         )
+    expected = directory.currency(topic_id)
+    if expected is not None and reading.currency != expected:
+        raise PayloadError(
+            QuarantineReason.WRONG_CURRENCY,
+            f"reports {reading.currency}; its pool is settled in {expected}",
+        )
     return reading
 
 
