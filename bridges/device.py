@@ -67,8 +67,8 @@ class BridgedMeter:
         """Publish the reading of `sample` and persist the state; False when the sample is
         not newer than the last acknowledged reading (nothing published)."""
         async with self._lock:
-            tariff = await self.store.tariff(self.device.pool)
-            new = advance(self.state, sample, tariff)
+            terms = await self.store.terms(self.device.pool)
+            new = advance(self.state, sample, terms.tariff_minor_per_kwh)
             if new is None:
                 return False
             power = sample.power_w
@@ -76,7 +76,7 @@ class BridgedMeter:
                 seconds = (sample.ts - self.state.last_ts).total_seconds()
                 power = sample.energy_step_mwh * 3.6 / seconds if seconds > 0 else 0.0
             fields = reading_fields(
-                self.device.device_id, self.device.type, new, power, sample.soc_pct
+                self.device.device_id, self.device.type, new, terms.currency, power, sample.soc_pct
             )
             payload = encode_reading(fields, self.identity.key_bytes)
             await self.publishers.get(self.login).publish(payload)

@@ -20,8 +20,6 @@ from typing import Any
 
 from gridshare.core.payloads import DeviceType, Status, format_ts
 
-CURRENCY = "HKD"
-
 
 @dataclass(frozen=True)
 class MeterState:
@@ -102,6 +100,7 @@ def reading_fields(
     device_id: str,
     device_type: DeviceType,
     state: MeterState,
+    currency: str,
     power_w: float | None,
     soc_pct: float | None = None,
 ) -> dict[str, Any]:
@@ -116,7 +115,7 @@ def reading_fields(
         "power_w": round(max(0.0, power_w or 0.0), 1),
         "energy_wh_total": state.energy_mwh_total // 1000,
         "revenue_minor_total": state.revenue_micro_total // 1_000_000,
-        "currency": CURRENCY,
+        "currency": currency,
     }
     if device_type is not DeviceType.PV_PLANT:
         fields["sessions_total"] = state.sessions_total or 0

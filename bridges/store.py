@@ -23,6 +23,7 @@ from gridshare.core.payloads import DeviceType
 from gridshare.core.settings import Settings
 
 TARIFF_TTL_SECONDS = 30.0  # a changed pool tariff applies within this long
+DEFAULT_CURRENCY = "HKD"  # a pool row's default
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,14 @@ class Evidence:
 
 
 @dataclass(frozen=True)
+class PoolTerms:
+    """What a pool's readings are priced with: minor units per kWh, in its currency."""
+
+    tariff_minor_per_kwh: int | None
+    currency: str
+
+
+@dataclass(frozen=True)
 class BridgedDevice:
     device_id: str
     type: DeviceType
@@ -50,7 +59,7 @@ class BridgeStore:
 
     def __init__(self, pool: AsyncConnectionPool) -> None:
         self.pool = pool
-        self._tariffs: dict[str, tuple[float, int | None]] = {}
+        self._terms: dict[str, tuple[float, PoolTerms]] = {}
         self._pending: list[_Save] = []
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
@@ -85,19 +94,19 @@ class BridgeStore:
             row = await cur.fetchone()
         return BridgedDevice(device_id, DeviceType(row[0]), row[1]) if row else None
 
-    async def tariff(self, pool: str) -> int | None:
-        """The pool's tariff (minor units per kWh), re-read at most every 30 s."""
-        cached = self._tariffs.get(pool)
+    async def terms(self, pool: str) -> PoolTerms:
+        """The pool's tariff and currency, re-read at most every 30 s."""
+        cached = self._terms.get(pool)
         if cached is not None and time.monotonic() - cached[0] < TARIFF_TTL_SECONDS:
             return cached[1]
         async with self.pool.connection() as conn:
             cur = await conn.execute(
-                "SELECT tariff_minor_per_kwh FROM pools WHERE name = %s", (pool,)
+                "SELECT tariff_minor_per_kwh, currency FROM pools WHERE name = %s", (pool,)
             )
             row = await cur.fetchone()
-        value = row[0] if row else None
-        self._tariffs[pool] = (time.monotonic(), value)
-        return value
+        terms = PoolTerms(row[0], row[1]) if row else PoolTerms(None, DEFAULT_CURRENCY)
+        self._terms[pool] = (time.monotonic(), terms)
+        return terms
 
     async def state(self, device_id: str) -> MeterState | None:
         async with self.pool.connection() as conn:

@@ -52,7 +52,7 @@ def test_same_state_same_sample_same_signed_bytes() -> None:
     key = bytes(range(1, 33))
     state = advance(None, sample(0, 0, "tx"), 250)
     assert state is not None
-    fields = reading_fields("cp-ocpp-x", DeviceType.CHARGING_PILE, state, 7200.0, 55.5)
+    fields = reading_fields("cp-ocpp-x", DeviceType.CHARGING_PILE, state, "HKD", 7200.0, 55.5)
     one, two = encode_reading(fields, key), encode_reading(dict(fields), key)
     assert one == two
     reading, _ = parse_telemetry(one)
