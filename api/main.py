@@ -19,6 +19,7 @@ from gridshare.api.metrics import MetricsMiddleware
 from gridshare.api.paths import STATIC_DIR, uplot_dir
 from gridshare.api.readings import HourlyReadings, RawReadings, ReadingStore
 from gridshare.api.routes import auth, dashboard, devices, health, investors, operator, pools
+from gridshare.api.routes import evidence as evidence_routes
 from gridshare.api.routes import stream as stream_routes
 from gridshare.api.schemas import ErrorResponse
 from gridshare.api.stream import StreamHub
@@ -83,6 +84,7 @@ def create_app(settings: Settings, context: ApiContext | None = None) -> FastAPI
     app.add_middleware(MetricsMiddleware)
     for module in (health, devices, pools, auth, investors, stream_routes, operator, dashboard):
         app.include_router(module.router)
+    app.include_router(evidence_routes.router)
     uplot = uplot_dir()
     if uplot is not None:
         app.mount("/static/vendor/uplot", StaticFiles(directory=uplot), name="uplot")

@@ -41,6 +41,7 @@ TARGETS: list[tuple[str, str, str, float, str]] = [
         50.0,
         "device state p99 at 500 rps, ms",
     ),
+    ("bridge", "answer_ms.p99", "<=", 1000.0, "OCPP bridge p99 answer, 1k chargers, ms"),
 ]
 
 COMPARE: dict[str, Callable[[float, float], bool]] = {"<=": operator.le, ">=": operator.ge}

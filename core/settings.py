@@ -38,6 +38,13 @@ class Settings(BaseSettings):
     ingest_worker: str = Field(default="main", pattern=r"^[A-Za-z0-9_.-]{1,40}$")
     ingest_client_id: str = ""  # MQTT client id; empty: gridshare-ingest-{hostname}-{worker}
     ingest_shared: bool = False  # several workers: share telemetry via $share/gridshare-ingest
+    # Clustered broker (docs/scale-out.md): nodes of the local cluster (0: one Mosquitto, or
+    # what `stack up --cluster N` recorded); its loopback ports start at cluster_port; a cluster
+    # run elsewhere is named by its device (MQTT) and consumer (AMQP) URLs, comma-separated.
+    cluster: int = Field(default=0, ge=0, le=9)
+    cluster_port: int = Field(default=11890, ge=1024, le=65000)
+    cluster_mqtt_urls: str = ""
+    cluster_amqp_urls: str = ""
     period_seconds: int = Field(default=86400, ge=1)
     quarantine_retention_days: int = Field(default=30, ge=1)
     quarantine_payload_bytes: int = Field(default=1024, ge=0, le=16384)  # raw bytes kept

@@ -36,6 +36,7 @@ from typing import Any
 import uvloop
 
 from gridshare.core.settings import Settings
+from gridshare.core.stack import cluster
 from gridshare.core.stack.process import raise_open_files_limit
 from gridshare.core.tls import CertificateAuthority
 from gridshare.gateway.identity import DeviceIdentity
@@ -108,10 +109,13 @@ class FleetStats:
 class Link:
     """One device's network side: connection, outbox, in-flight publishes."""
 
-    __slots__ = ("conn", "counts", "device", "inflight", "next_pid", "outbox", "retries", "state")
+    __slots__ = (
+        "conn", "counts", "device", "inflight", "next_pid", "node", "outbox", "retries", "state",
+    )  # fmt: skip
 
-    def __init__(self, device: SimDevice) -> None:
+    def __init__(self, device: SimDevice, node: int = 0) -> None:
         self.device = device
+        self.node = node  # which broker node to connect to next (clustered broker)
         self.conn: MqttConnection | None = None
         self.state = OFFLINE
         self.outbox: deque[Outgoing] = deque()
@@ -190,13 +194,19 @@ class Fleet:
                 extra={"fields": {"start": _iso(self.start), "last_run_end": _iso(resumed_until)}},
             )
         self._fault_totals: dict[str, int] = {}
+        # A clustered broker: devices spread over its nodes and move to the next on failure.
+        self.endpoints = cluster.mqtt_endpoints(settings) or [
+            (settings.mqtt_host, settings.mqtt_port)
+        ]
+        self.protocol = 4 if cluster.enabled(settings) else 5
         self.links = [
             Link(
                 SimDevice(
                     identity, seed, self.start, interval, self.faults, jitter, self._fault_totals
-                )
+                ),
+                node=index % len(self.endpoints),
             )
-            for identity in self.identities
+            for index, identity in enumerate(self.identities)
         ]
         self._online = 0
         for link in self.links:
@@ -315,11 +325,11 @@ class Fleet:
         loop = asyncio.get_running_loop()
         assert self._connect_slots is not None
         try:
-            host, port, tls = self._broker(identity)
+            host, port, tls = self._broker(identity, link)
             async with self._connect_slots:
                 _, conn = await asyncio.wait_for(
                     loop.create_connection(
-                        lambda: MqttConnection(self._on_puback, self._on_lost),
+                        lambda: MqttConnection(self._on_puback, self._on_lost, self.protocol),
                         host,
                         port,
                         ssl=tls,
@@ -337,6 +347,7 @@ class Fleet:
                         self.keepalive,
                         will_topic=link.device.status_topic,
                         will_payload=b"offline",
+                        protocol=self.protocol,
                     ),
                     self.keepalive,
                 )
@@ -357,9 +368,15 @@ class Fleet:
         link.outbox.appendleft(status_message(link.device, online=True))
         self._pump(link)
 
-    def _broker(self, identity: DeviceIdentity) -> tuple[str, int, ssl.SSLContext | None]:
-        """Where the device connects: its identity's device listener and CA (files written
-        before devices had them: the stack's device listener and CA)."""
+    def _broker(
+        self, identity: DeviceIdentity, link: Link
+    ) -> tuple[str, int, ssl.SSLContext | None]:
+        """Where the device connects: a clustered broker's node (its own listeners), else its
+        identity's TLS device listener and CA (files written before devices had them: the
+        stack's device listener and CA)."""
+        if cluster.enabled(self.settings):
+            host, port = self.endpoints[link.node % len(self.endpoints)]
+            return host, port, None
         if identity.mqtt_url:
             return broker_target(identity.mqtt_url, identity.ca)
         if self._stack_ca is None:
@@ -367,6 +384,7 @@ class Fleet:
         return broker_target(self.settings.mqtt_device_url, self._stack_ca)
 
     def _retry_later(self, link: Link, exc: BaseException | None) -> None:
+        link.node += 1  # fail over to the next broker node (a no-op with one broker)
         if self._force:
             return
         delay = min(10.0, 0.25 * 2**link.retries) * random.uniform(0.5, 1.0)

@@ -1,4 +1,6 @@
 """A minimal MQTT 5 publisher as an asyncio protocol: what one simulated device needs.
+It speaks MQTT 3.1.1 too (`protocol=4`: no properties, no reason codes), for the clustered
+broker, whose MQTT plugin takes 3.1.1.
 
 CONNECT (credentials, retained last will), PUBLISH QoS 0/1 with retain, PUBACK with its reason
 code, PINGREQ, DISCONNECT. Ten thousand of these share one event loop: per connection there is
@@ -84,22 +86,30 @@ def connect_packet(
     will_topic: str | None = None,
     will_payload: bytes = b"",
     clean_start: bool = True,
+    protocol: int = 5,
 ) -> bytes:
     flags = 0x80 | 0x40 | (0x02 if clean_start else 0)
+    props = b"\x00" if protocol == 5 else b""
     payload = _string(client_id)
     if will_topic is not None:
         flags |= 0x04 | 0x08 | 0x20  # will, will QoS 1, will retain
-        payload += b"\x00" + _string(will_topic) + _string(will_payload)
+        payload += props + _string(will_topic) + _string(will_payload)
     payload += _string(username) + _string(password)
-    header = _string("MQTT") + bytes([5, flags]) + struct.pack("!H", keepalive) + b"\x00"
+    header = _string("MQTT") + bytes([protocol, flags]) + struct.pack("!H", keepalive) + props
     return _packet(CONNECT, header + payload)
 
 
 def publish_packet(
-    topic: str, payload: bytes, packet_id: int, qos: int = 1, retain: bool = False
+    topic: str,
+    payload: bytes,
+    packet_id: int,
+    qos: int = 1,
+    retain: bool = False,
+    protocol: int = 5,
 ) -> bytes:
     first = PUBLISH | (qos << 1) | (1 if retain else 0)
-    body = _string(topic) + (struct.pack("!H", packet_id) if qos else b"") + b"\x00" + payload
+    props = b"\x00" if protocol == 5 else b""
+    body = _string(topic) + (struct.pack("!H", packet_id) if qos else b"") + props + payload
     return _packet(first, body)
 
 
@@ -151,9 +161,11 @@ class MqttConnection(asyncio.Protocol):
         self,
         on_puback: Callable[[MqttConnection, int, int], None],
         on_lost: Callable[[MqttConnection, Exception | None], None],
+        protocol: int = 5,
     ) -> None:
         self.on_puback = on_puback
         self.on_lost = on_lost
+        self.protocol = protocol
         self.transport: asyncio.Transport | None = None
         self.connack: asyncio.Future[dict[int, object]] = asyncio.get_running_loop().create_future()
         self.receive_maximum = 65535
@@ -195,7 +207,7 @@ class MqttConnection(asyncio.Protocol):
         self.send(connect)
 
     def publish(self, topic: str, payload: bytes, packet_id: int, retain: bool = False) -> None:
-        self.send(publish_packet(topic, payload, packet_id, 1, retain))
+        self.send(publish_packet(topic, payload, packet_id, 1, retain, self.protocol))
 
     def ping(self) -> None:
         self.send(PINGREQ_PACKET)
@@ -251,6 +263,12 @@ class MqttConnection(asyncio.Protocol):
 
     def _connack(self, body: bytes) -> None:
         reason = body[1]
+        if self.protocol != 5:  # 3.1.1: a return code, no properties
+            if reason:
+                self.connack.set_exception(MqttError(f"connection refused {reason}", 0x80))
+            elif not self.connack.done():
+                self.connack.set_result({})
+            return
         if reason >= 0x80:
             self.connack.set_exception(MqttError(f"connection refused 0x{reason:02x}", reason))
             return

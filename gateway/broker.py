@@ -13,6 +13,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from gridshare.core.errors import StackError
 from gridshare.core.settings import Settings
+from gridshare.core.stack import cluster
 from gridshare.core.stack.process import port_open
 from gridshare.core.tls import CertificateAuthority, client_context
 
@@ -22,20 +23,23 @@ log = logging.getLogger(__name__)
 def device_client(
     settings: Settings, username: str, password: str, client_id: str = ""
 ) -> mqtt.Client:
-    """An MQTT v5 client for the device listener (TLS, the stack's CA), not yet connected;
-    connect it with `connect_device`. (The broker makes its client id the username.)"""
+    """An MQTT client for the device listener, not yet connected; connect it with
+    `connect_device`. Mosquitto's device listener is MQTT v5 over TLS with the stack's CA
+    (the broker makes the client id the username); a clustered broker's is MQTT 3.1.1."""
+    clustered = cluster.enabled(settings)
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
         client_id=client_id or f"gridshare-probe-{time.monotonic_ns()}",
-        protocol=mqtt.MQTTv5,
+        protocol=mqtt.MQTTv311 if clustered else mqtt.MQTTv5,
     )
     client.username_pw_set(username, password)
-    client.tls_set_context(client_context(CertificateAuthority(settings).ca_pem()))
+    if not clustered:
+        client.tls_set_context(client_context(CertificateAuthority(settings).ca_pem()))
     return client
 
 
 def connect_device(settings: Settings, client: mqtt.Client) -> None:
-    client.connect(settings.mqtt_device_host, settings.mqtt_device_port, keepalive=10)
+    client.connect(*_endpoint(settings), keepalive=10)
 
 
 def login_accepted(settings: Settings, username: str, password: str, timeout: float = 3.0) -> bool:
@@ -69,7 +73,7 @@ def login_accepted(settings: Settings, username: str, password: str, timeout: fl
 def wait_for_login(settings: Settings, username: str, password: str, timeout: float = 15.0) -> None:
     """Wait until the broker has reloaded and accepts the login; a broker that is not
     running picks the password file up when it starts, so there is nothing to wait for."""
-    if not port_open(settings.mqtt_device_host, settings.mqtt_device_port):
+    if not port_open(*_endpoint(settings)):
         log.warning(
             "broker not running; logins take effect when it starts",
             extra={"fields": {"mqtt_device_url": settings.mqtt_device_url}},
@@ -84,3 +88,10 @@ def wait_for_login(settings: Settings, username: str, password: str, timeout: fl
         f"broker at {settings.mqtt_device_url} still refuses the new login {username} after "
         f"{timeout:.0f}s; is it the broker of this state dir (`gridshare stack status`)?"
     )
+
+
+def _endpoint(settings: Settings) -> tuple[str, int]:
+    """The broker devices log in to: Mosquitto's device listener, or the clustered broker's
+    first node."""
+    nodes = cluster.mqtt_endpoints(settings)
+    return nodes[0] if nodes else (settings.mqtt_device_host, settings.mqtt_device_port)

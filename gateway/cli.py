@@ -8,6 +8,7 @@ from rich.console import Console
 from gridshare.core.logs import setup_logging
 from gridshare.core.payloads import DeviceType
 from gridshare.core.settings import get_settings
+from gridshare.gateway.ocpp import provision_ocpp, set_tariff
 from gridshare.gateway.provision import provision, revoke, rotate_key
 
 app = typer.Typer(no_args_is_help=True, help="Device identities, pools and registration.")
@@ -58,3 +59,33 @@ def revoke_command(device_id: str = typer.Argument(..., help="e.g. cp-000001")) 
     on_chain = revoke(settings, device_id)
     state = "deactivated on-chain" if on_chain else "not active on-chain"
     console.print(f"{device_id}: revoked (broker login removed, inactive; {state})")
+
+
+@app.command("provision-ocpp")
+def provision_ocpp_command(
+    pool: str = typer.Option(..., "--pool", help="A charging-pile pool, e.g. charging-pile-1."),
+    charger_id: str = typer.Option(..., "--charger-id", help="The charger's OCPP identity."),
+    skip_chain: bool = typer.Option(False, "--skip-chain", help="Register on-chain later."),
+) -> None:
+    """A device for an OCPP charger; prints the charger's password (shown only once)."""
+    settings = get_settings()
+    setup_logging(settings.log_level)
+    charger = provision_ocpp(settings, pool, charger_id, chain=not skip_chain)
+    console.print(
+        f"{charger.charger_id}: device {charger.device_id} in {charger.pool}"
+        f" ({'new' if charger.created else 'new password'})"
+    )
+    typer.echo(charger.password)
+
+
+@app.command("tariff")
+def tariff_command(
+    pool: str = typer.Option(..., "--pool"),
+    minor_per_kwh: int | None = typer.Option(
+        None, "--minor-per-kwh", min=0, max=1_000_000, help="Omit to clear."
+    ),
+) -> None:
+    """Set a pool's tariff (minor units per kWh) for the bridges' revenue."""
+    settings = get_settings()
+    set_tariff(settings, pool, minor_per_kwh)
+    console.print(f"{pool}: tariff {minor_per_kwh} per kWh")

@@ -20,12 +20,12 @@ import psycopg
 from eth_utils import keccak
 
 from gridshare.core import db
-from gridshare.core.broker_auth import BrokerAuth
 from gridshare.core.errors import GridshareError
 from gridshare.core.payloads import DeviceType
 from gridshare.core.settings import Settings
 from gridshare.gateway import onchain
 from gridshare.gateway.broker import wait_for_login
+from gridshare.gateway.cluster_auth import device_logins
 from gridshare.gateway.identity import (
     DeviceIdentity,
     broker_endpoint,
@@ -156,7 +156,7 @@ def provision_ephemeral(
         _insert_pools(conn, plan, settings.pool_share_bps, ephemeral=True, skip=set())
         _insert_devices(conn, identities, ephemeral=True)
         conn.execute("SELECT pg_notify(%s, '*')", (db.DEVICES_CHANNEL,))
-    BrokerAuth(settings).add_users({i.mqtt_username: i.mqtt_password for i in identities})
+    device_logins(settings).add_users({i.mqtt_username: i.mqtt_password for i in identities})
     if identities:
         wait_for_login(settings, identities[-1].mqtt_username, identities[-1].mqtt_password)
     log.info("ephemeral devices", extra={"fields": {"devices": count, "tag": tag}})
@@ -194,7 +194,7 @@ def rotate_key(settings: Settings, device_id: str) -> DeviceIdentity:
                 (rotated.address, device_id),
             )
             conn.execute("SELECT pg_notify(%s, %s)", (db.DEVICES_CHANNEL, device_id))
-    auth = BrokerAuth(settings)
+    auth = device_logins(settings)
     auth.remove_users([current.mqtt_username])  # ends the session under the old password
     auth.add_users({rotated.mqtt_username: rotated.mqtt_password})
     wait_for_login(settings, rotated.mqtt_username, rotated.mqtt_password)
@@ -217,7 +217,7 @@ def revoke(settings: Settings, device_id: str) -> bool:
         ).fetchone()
         if row is None:
             raise ProvisionError(f"device {device_id}: not in the database")
-        BrokerAuth(settings).remove_users([device_id])
+        device_logins(settings).remove_users([device_id])
         with conn.transaction():
             conn.execute(
                 "UPDATE devices SET active = false, updated_at = now() WHERE device_id = %s",
@@ -358,7 +358,7 @@ def _ensure_logins(
     """Add the broker logins that are missing, in one write and one SIGHUP; the identities
     whose login was added. (Existing devices' files are read only when their login is
     missing.)"""
-    auth = BrokerAuth(settings)
+    auth = device_logins(settings)
     present = auth.usernames()
     missing = [i for i in created if i.mqtt_username not in present]
     for device_id in existing:

@@ -8,6 +8,7 @@ import typer
 from pydantic import ValidationError
 
 from gridshare.api.cli import serve as api_serve
+from gridshare.bridges import cli as bridges_cli
 from gridshare.core.chain import cli as chain_cli
 from gridshare.core.chain import servicing_cli
 from gridshare.core.errors import GridshareError
@@ -25,6 +26,7 @@ app.command("demo")(demo_command)
 app.command("api")(api_serve)
 app.command("deploy")(chain_cli.deploy)
 app.add_typer(devices_cli.app, name="devices")
+app.add_typer(bridges_cli.app, name="bridge")
 app.command("sim")(sim_cli.sim)
 app.command("ingest")(ingest)
 app.add_typer(oracle_cli.oracle_app, name="oracle")

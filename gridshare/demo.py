@@ -25,13 +25,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from gridshare.bridges import demo as bridges_demo
 from gridshare.core import db, stack
 from gridshare.core.chain.deploy import deploy
 from gridshare.core.chain.pools import pool_id
 from gridshare.core.errors import GridshareError
 from gridshare.core.logs import setup_logging
 from gridshare.core.settings import Settings
-from gridshare.core.stack.process import ManagedProcess
+from gridshare.core.stack.process import ManagedProcess, port_open
 from gridshare.gateway.identity import load_identities
 from gridshare.gateway.provision import provision
 from gridshare.ingest.metrics import wait_ready
@@ -120,6 +121,12 @@ def run(settings: Settings, plan: DemoPlan, once: bool, fresh: bool) -> None:
         f"devices: {provisioned.devices_total} in pools {', '.join(provisioned.pools)} "
         f"({len(provisioned.devices_created)} new)"
     )
+    with console.status("provisioning an OCPP charger and a SunSpec inverter"):
+        bridges = bridges_demo.prepare(settings, provisioned.pools)
+    console.print(
+        f"real hardware: charger {bridges.charger.charger_id} (OCPP 2.0.1) and inverter "
+        f"{bridges.inverter_device} (SunSpec) through the bridges"
+    )
     children = Children(settings)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
@@ -129,7 +136,11 @@ def run(settings: Settings, plan: DemoPlan, once: bool, fresh: bool) -> None:
             raise GridshareError("demo: ingest did not subscribe within 60 s; see logs/ingest.log")
         children.start("oracle", ["oracle", "run"], {"GRIDSHARE_ORACLE_AUTO_FUND": "true"})
         children.start("api", ["api"])
-        _simulate(settings, plan, provisioned.pools, children, console)
+        children.start("bridge-ocpp", bridges.ocpp_args)
+        if not wait_for_port("127.0.0.1", bridges.ocpp_port, timeout=30):
+            children.check()
+            raise GridshareError("demo: the OCPP bridge did not listen within 30 s")
+        _simulate(settings, plan, provisioned.pools, children, console, bridges)
         ctx = OracleContext.create(settings)
         _pass_challenge_window(ctx, console)
         for pool in provisioned.pools:
@@ -139,6 +150,8 @@ def run(settings: Settings, plan: DemoPlan, once: bool, fresh: bool) -> None:
             for pool in provisioned.pools
         }
         console.print(_summary(settings, ctx, provisioned.pools, claims))
+        console.print("through the bridges (real protocol peers):")
+        console.print(bridges_demo.summary(settings, bridges))
         console.print(f"dashboard and API: http://{settings.api_host}:{settings.api_port}/")
         if not once:
             console.print("serving until Ctrl-C")
@@ -170,10 +183,16 @@ def _refuse_used_external_database(settings: Settings) -> None:
 
 
 def _simulate(
-    settings: Settings, plan: DemoPlan, pools: list[str], children: Children, console: Console
+    settings: Settings,
+    plan: DemoPlan,
+    pools: list[str],
+    children: Children,
+    console: Console,
+    bridges: bridges_demo.DemoBridges,
 ) -> None:
-    """Run the fleet in a thread; show sim time, stored readings and attested epochs until
-    every acknowledged reading is stored and every epoch attested (or a bounded wait ends)."""
+    """Run the fleet in a thread, and the bridged charger and inverter in another on the
+    fleet's clock; show sim time, stored readings and attested epochs until every
+    acknowledged reading is stored and every epoch attested (or a bounded wait ends)."""
     midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     # a first run starts 14 days back at midnight; a resumed one where the last run ended
     resumed = (settings.state_path / "sim" / "checkpoint.json").exists()
@@ -182,13 +201,25 @@ def _simulate(
     duration = plan.days * DAY + 2 * plan.interval
     fleet = Fleet(
         settings,
-        load_identities(settings),
+        [i for i in load_identities(settings) if i.device_id not in bridges.device_ids],
         seed=plan.seed,
         speed=duration / plan.wall_seconds,
         interval=plan.interval,
         start=None if resumed else midnight - timedelta(days=plan.days),
     )
     runner = threading.Thread(target=fleet.run, args=(duration,), name="fleet")
+    peers_stop = threading.Event()
+    peers_failed: list[BaseException] = []
+
+    def run_peers() -> None:
+        try:
+            bridges_demo.run_peers(
+                settings, bridges, fleet.sim_now, fleet.start + duration, peers_stop, plan.interval
+            )
+        except Exception as exc:
+            peers_failed.append(exc)
+
+    peers = threading.Thread(target=run_peers, name="bridged-peers")
     progress = Progress(
         TextColumn("{task.description:<34}"),
         BarColumn(),
@@ -202,6 +233,7 @@ def _simulate(
         epochs = {p: progress.add_task(f"epochs attested {p}", total=plan.days) for p in pools}
         stored_before, attested_before = _progress_figures(conn)
         runner.start()
+        peers.start()
         last_change, last_figures = time.monotonic(), (0, 0)
         try:
             while True:
@@ -228,6 +260,10 @@ def _simulate(
         finally:
             fleet.stop()
             runner.join()
+            peers_stop.set()
+            peers.join()
+    if peers_failed:
+        raise GridshareError(f"demo: the bridged charger or inverter failed: {peers_failed[0]!r}")
 
 
 def _progress_figures(conn) -> tuple[int, dict[str, int]]:  # type: ignore[no-untyped-def]
@@ -268,6 +304,15 @@ def _summary(
                 f"{claims[pool] / 1e6:,.0f}",
             )
     return table
+
+
+def wait_for_port(host: str, port: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if port_open(host, port):
+            return True
+        time.sleep(0.2)
+    return False
 
 
 def _wait_for_interrupt(children: Children) -> None:

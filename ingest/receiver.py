@@ -28,7 +28,7 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from multiprocessing.connection import Connection
 
 from gridshare.core.errors import GridshareError, ServiceUnreachable
@@ -81,10 +81,23 @@ class Inbox:
 class Receiver:
     """Starts and drives the receiving process; collects its messages into `inbox`."""
 
-    def __init__(self, settings: Settings, client_id: str, receive_maximum: int) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        client_id: str,
+        receive_maximum: int,
+        target: Callable[..., None] | None = None,
+        login: Callable[[Settings], tuple[str, ...]] = credentials,
+        address: tuple[str, str] | None = None,
+    ) -> None:
+        """`target`, `login`, `address`: the receiving process's entry, what it logs in with,
+        and the setting and URL named when it cannot start (default: `serve`, MQTT)."""
         self.settings = settings
         self.client_id = client_id
         self.receive_maximum = receive_maximum
+        self.target = target or serve
+        self.login = login
+        self.address = address or ("GRIDSHARE_MQTT_URL", settings.mqtt_url)  # shown redacted
         self.inbox = Inbox()
         self._replies: deque[tuple] = deque()
         self._replied = threading.Condition()
@@ -99,12 +112,12 @@ class Receiver:
     def start(self, timeout: float = 10.0) -> None:
         """Start the receiving process; return once it is connected (it subscribes next), or
         raise a one-line error (unreachable or refused)."""
-        login = credentials(self.settings)
+        login = self.login(self.settings)
         context = multiprocessing.get_context("spawn")
         events_in, events_out = context.Pipe(duplex=False)
         commands_in, self._commands = context.Pipe(duplex=False)
         self._process = context.Process(
-            target=serve,
+            target=self.target,
             args=(self.settings, self.client_id, self.receive_maximum, login),
             kwargs={"commands": commands_in, "events": events_out},
             name="gridshare-ingest-receiver",
@@ -117,8 +130,7 @@ class Receiver:
         cause = self._reply("started", timeout + 30)  # + the child's interpreter start
         if cause is not None:
             self.stop()
-            url = self.settings.mqtt_url  # ServiceUnreachable shows host and port only
-            raise ServiceUnreachable("broker", "GRIDSHARE_MQTT_URL", url, cause)
+            raise ServiceUnreachable("broker", *self.address, cause)
 
     def ack(self, messages: Iterable[Message]) -> None:
         """PUBACK these messages (those of a session that is no longer ours are skipped)."""

@@ -27,6 +27,8 @@ from gridshare.core import db
 from gridshare.core.errors import ServiceUnreachable
 from gridshare.core.payloads import QuarantineReason
 from gridshare.core.settings import Settings
+from gridshare.core.stack import cluster
+from gridshare.ingest import cluster as cluster_consumer
 from gridshare.ingest import metrics
 from gridshare.ingest.devices import DeviceDirectory
 from gridshare.ingest.quarantine import QuarantinePolicy, prune
@@ -68,9 +70,11 @@ class Worker:
         self.directory = DeviceDirectory()
         self.changes = DeviceChanges(settings, self.directory)
         self.quarantine = QuarantinePolicy.from_settings(settings)
-        self.link = Receiver(
-            settings, self.client_id, min(65535, max(1000, 8 * settings.ingest_batch_size))
-        )
+        receive_maximum = min(65535, max(1000, 8 * settings.ingest_batch_size))
+        if cluster.enabled(settings):  # a competing consumer of the cluster's queue
+            self.link = cluster_consumer.receiver(settings, self.client_id, receive_maximum)
+        else:
+            self.link = Receiver(settings, self.client_id, receive_maximum)
         self.stopping = False
         self._conn: psycopg.Connection | None = None
         self._writer: BatchWriter | None = None

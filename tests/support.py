@@ -19,7 +19,7 @@ from gridshare.core.stack.postgres import timescaledb_installed
 
 # Suites that run once per database flavor (storage, ingest, oracle, API): every test in them
 # that uses the stack runs on plain PostgreSQL and on TimescaleDB.
-FLAVOR_SUITES = frozenset({"core", "ingest", "oracle", "api", "audit"})
+FLAVOR_SUITES = frozenset({"core", "ingest", "oracle", "api", "audit", "bridges"})
 NO_TIMESCALEDB = "TimescaleDB is not installed here (make setup builds it as root)"
 # An administrator's URL of a server with TimescaleDB (for example the timescale/timescaledb
 # image): when set, the [timescale] stacks put their database there, as external databases.

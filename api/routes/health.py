@@ -12,6 +12,7 @@ from gridshare.api.deps import Context
 from gridshare.api.metrics import REGISTRY
 from gridshare.api.schemas import DependencyState, Health
 from gridshare.core.errors import redact
+from gridshare.core.stack import cluster
 
 router = APIRouter(tags=["operations"])
 
@@ -26,14 +27,19 @@ async def _db(ctx: Context) -> DependencyState:
 
 
 async def _broker(ctx: Context) -> DependencyState:
-    host, port = ctx.settings.mqtt_host, ctx.settings.mqtt_port
-    try:
-        async with asyncio.timeout(2.0):
-            _, writer = await asyncio.open_connection(host, port)
-        writer.close()
-        return DependencyState(ok=True, detail=f"tcp {host}:{port} open")
-    except Exception as exc:
-        return DependencyState(ok=False, detail=f"tcp {host}:{port}: {_line(exc)}")
+    """Mosquitto's port, or the first node of a clustered broker that accepts connections."""
+    nodes = cluster.mqtt_endpoints(ctx.settings) or [
+        (ctx.settings.mqtt_host, ctx.settings.mqtt_port)
+    ]
+    for host, port in nodes:
+        try:
+            async with asyncio.timeout(2.0):
+                _, writer = await asyncio.open_connection(host, port)
+            writer.close()
+            return DependencyState(ok=True, detail=f"tcp {host}:{port} open")
+        except Exception as exc:
+            failure = DependencyState(ok=False, detail=f"tcp {host}:{port}: {_line(exc)}")
+    return failure
 
 
 async def _chain(ctx: Context) -> DependencyState:

@@ -1,4 +1,5 @@
-"""The local stack: PostgreSQL, Mosquitto and Anvil as detached processes under the state dir."""
+"""The local stack: PostgreSQL, Mosquitto (or a clustered broker) and Anvil as detached
+processes under the state dir."""
 
 from __future__ import annotations
 
@@ -9,16 +10,20 @@ from gridshare.core.errors import GridshareError
 from gridshare.core.files import private_dir
 from gridshare.core.settings import Settings
 from gridshare.core.stack.anvil import Anvil
+from gridshare.core.stack.cluster import Cluster, layout
 from gridshare.core.stack.mosquitto import Mosquitto
 from gridshare.core.stack.postgres import Postgres
 from gridshare.core.stack.service import LocalService
 
 
-def services(settings: Settings) -> list[LocalService]:
+def services(settings: Settings) -> list[LocalService | Cluster]:
     """The stack's services in start order (stop order is the reverse). An external database
-    (GRIDSHARE_DB_EXTERNAL) belongs to its owner: the stack neither starts nor stops it."""
-    database: list[LocalService] = [] if settings.db_external else [Postgres(settings)]
-    return [*database, Mosquitto(settings), Anvil(settings)]
+    (GRIDSHARE_DB_EXTERNAL) belongs to its owner: the stack neither starts nor stops it.
+    The broker is Mosquitto, or the clustered broker (`stack up --cluster N`)."""
+    database: list[LocalService | Cluster] = [] if settings.db_external else [Postgres(settings)]
+    found = layout(settings)
+    broker = Cluster(settings, found) if found else Mosquitto(settings)
+    return [*database, broker, Anvil(settings)]
 
 
 def up(settings: Settings) -> dict[str, bool]:
@@ -36,8 +41,12 @@ def down(settings: Settings) -> dict[str, bool]:
 
 
 def status(settings: Settings) -> dict[str, str]:
-    """One line per service, then the database schema's flavor and edition."""
-    lines = {service.name: service.status() for service in services(settings)}
+    """One line per service (per node of a clustered broker), then the database schema's
+    flavor and edition."""
+    lines: dict[str, str] = {}
+    for service in services(settings):
+        found = service.status()
+        lines |= found if isinstance(found, dict) else {service.name: found}
     if settings.db_external:
         lines = {"postgres": "external (not managed by the stack)", **lines}
     lines["schema"] = _schema_state(settings)

@@ -9,6 +9,7 @@ from rich.table import Table
 from gridshare.core import db, stack
 from gridshare.core.broker_auth import BrokerAuth
 from gridshare.core.settings import Settings
+from gridshare.core.stack import cluster
 from gridshare.core.stack.mosquitto import render_config
 from gridshare.core.tls import CertificateAuthority
 
@@ -17,9 +18,19 @@ console = Console()
 
 
 @stack_app.command("up")
-def stack_up() -> None:
+def stack_up(
+    nodes: int = typer.Option(
+        None,
+        "--cluster",
+        min=0,
+        max=9,
+        help="Run an N-node clustered broker instead of Mosquitto (remembered; 0: Mosquitto)",
+    ),
+) -> None:
     """Start the local stack (a no-op for services already running) and migrate the schema."""
     settings = Settings()
+    if nodes is not None:
+        cluster.record(settings, nodes)
     for name, started in stack.up(settings).items():
         console.print(f"{name}: {'started' if started else 'already running'}")
     applied = db.migrate(settings)
@@ -59,6 +70,14 @@ def stack_broker_config(listen: str = "0.0.0.0:1883", device_listen: str = "0.0.
         render_config(auth, ca, (host, int(port)), (device_host, int(device_port)), as_root=True)
     )
     console.print(f"broker config: {config}")
+
+
+@stack_app.command("cluster-config")
+def stack_cluster_config(nodes: int = typer.Option(3, min=1, max=9)) -> None:
+    """Write a clustered broker's config and definitions into the state dir, for nodes run
+    elsewhere (docker-compose's `scale` profile mounts the state volume into them)."""
+    config = cluster.compose_config(Settings(), nodes)
+    console.print(f"cluster config: {config}")
 
 
 def migrate() -> None:

@@ -124,3 +124,31 @@ def test_commands_exist(name: str) -> None:
         assert result.exit_code == 0, f"{name}: gridshare {' '.join(words)}: {result.output}"
         for option in (a for a in args if a.startswith("--")):
             assert option in result.output, f"{name}: {option} not an option of {words}"
+
+
+def test_scale_profile_clusters_brokers_and_workers() -> None:
+    """`--profile scale`: three broker nodes that find each other, workers and devices that
+    reach every node, nothing of it started without the profile."""
+    scale = {n for n, s in SERVICES.items() if "scale" in (s.get("profiles") or [])}
+    brokers = sorted(n for n in scale if n.startswith("broker-"))
+    workers = sorted(n for n in scale if n.startswith("ingest-scale-"))
+    assert brokers == ["broker-1", "broker-2", "broker-3"] and len(workers) >= 3
+    for name in brokers:
+        broker = SERVICES[name]
+        assert broker["image"].startswith("rabbitmq:3.")
+        assert (
+            env_of(broker)["RABBITMQ_NODENAME"]
+            == f"rabbit@{broker['hostname']}"
+            == f"rabbit@{name}"
+        )
+        assert broker["healthcheck"]["test"]
+    config = CliRunner().invoke(app, ["stack", "cluster-config", "--help"])
+    assert config.exit_code == 0 and "--nodes" in config.output
+    for name in [*workers, "sim-scale", "init-scale"]:
+        settings = settings_of(SERVICES[name])
+        hosts = [urlsplit(u).hostname for u in settings.cluster_mqtt_urls.split(",")]
+        assert hosts == brokers, name
+    for name in workers:
+        assert set(SERVICES[name]["depends_on"]) == set(brokers)
+        port = env_of(SERVICES[name])["GRIDSHARE_INGEST_METRICS_PORT"]
+        assert port in " ".join(SERVICES[name]["healthcheck"]["test"])

@@ -13,7 +13,7 @@ from pglast import ast, parse_sql
 
 from gridshare.core import db
 from gridshare.core.db import Flavor
-from gridshare.core.errors import ConfigError
+from gridshare.core.errors import ConfigError, MigrationError
 from gridshare.core.settings import Settings
 from gridshare.core.stack.postgres import timescaledb_installed
 from tests.support import admin_url, database_url
@@ -235,3 +235,43 @@ def _refresh_hourly(conn: psycopg.Connection, start: str, end: str) -> None:
             " %s::timestamptz)",
             (start, end),
         )
+
+
+def test_a_statement_that_lost_a_race_with_a_job_is_tried_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fresh full-edition database runs 0004's refresh policy while 0041 drops it."""
+    monkeypatch.setattr(db.time, "sleep", lambda _: None)
+
+    class Conn:
+        def __init__(self, failures: list[Exception]) -> None:
+            self.failures, self.calls = failures, 0
+
+        def execute(self, *args: object, **kwargs: object) -> None:
+            self.calls += 1
+            if self.failures:
+                raise self.failures.pop(0)
+
+    raced = Conn([psycopg.errors.InternalError_("tuple concurrently deleted")])
+    db._execute_racing_jobs(raced, "DROP MATERIALIZED VIEW telemetry_hourly;")  # type: ignore[arg-type]
+    assert raced.calls == 2
+    broken = Conn([psycopg.errors.InternalError_("something else")])
+    with pytest.raises(psycopg.errors.InternalError_):
+        db._execute_racing_jobs(broken, "SELECT 1;")  # type: ignore[arg-type]
+    assert broken.calls == 1
+
+
+def test_applied_migrations_match_their_files(fresh_db: Settings, stack_flavor: Flavor) -> None:
+    """Each applied migration's checksum is recorded; a file edited afterwards stops the next
+    migrate with one line naming it."""
+    db.migrate(fresh_db)
+    expected = {m.version: db.checksum(m) for m in db.migrations(stack_flavor)}
+    with db.connect(fresh_db, autocommit=True) as conn:
+        recorded = dict(conn.execute("SELECT version, checksum FROM schema_migrations").fetchall())
+        assert recorded == expected
+        first = min(recorded)
+        conn.execute(
+            "UPDATE schema_migrations SET checksum = 'edited' WHERE version = %s", (first,)
+        )
+    with pytest.raises(MigrationError, match="was edited after this database applied it"):
+        db.migrate(fresh_db)
