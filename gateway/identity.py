@@ -19,6 +19,7 @@ from gridshare.core.files import private_dir, write_private
 from gridshare.core.payloads import DEVICE_ID_PATTERN, DeviceType
 from gridshare.core.settings import Settings
 from gridshare.core.signing import address_of
+from gridshare.core.stack import cluster
 from gridshare.core.tls import CertificateAuthority
 
 
@@ -43,7 +44,10 @@ class DeviceIdentity(BaseModel):
 
 
 def broker_endpoint(settings: Settings) -> tuple[str, str]:
-    """(device listener URL, CA PEM) that go into every identity file."""
+    """(device listener URL, CA PEM) that go into every identity file; empty with a
+    clustered broker, whose nodes devices reach on its own listeners."""
+    if cluster.enabled(settings):
+        return "", ""
     return settings.mqtt_device_url, CertificateAuthority(settings).ca_pem()
 
 
