@@ -28,9 +28,17 @@ from gridshare.core.errors import ServiceUnreachable
 from gridshare.core.payloads import QuarantineReason
 from gridshare.core.settings import Settings
 from gridshare.ingest import metrics
+from gridshare.ingest.decide import Capacity
 from gridshare.ingest.devices import DeviceDirectory
 from gridshare.ingest.receiver import Receiver, ReceiverDied
-from gridshare.ingest.validate import Message, Rejection, Verdict, classify, unknown_claim
+from gridshare.ingest.validate import (
+    Message,
+    Rejection,
+    TimeWindow,
+    Verdict,
+    classify,
+    unknown_claim,
+)
 from gridshare.ingest.writer import BatchWriter, Outcome
 
 TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError, ServiceUnreachable)
@@ -63,6 +71,9 @@ class Worker:
         self.retire = retire
         self.client_id = default_client_id(settings)
         self.directory = DeviceDirectory()
+        self.window = TimeWindow(
+            settings.ingest_max_clock_ahead_seconds, settings.ingest_max_backfill_seconds
+        )
         self.link = Receiver(
             settings, self.client_id, min(65535, max(1000, 8 * settings.ingest_batch_size))
         )
@@ -126,7 +137,7 @@ class Worker:
         return ahead.result() if ahead is not None else []
 
     def _classify(self, batch: list[Message]) -> list[Verdict]:
-        return [classify(message, self.directory) for message in batch]
+        return [classify(message, self.directory, self.window) for message in batch]
 
     def _flush(self) -> bool:
         """After a stop request: commit and ack what had arrived by then (more keeps coming
@@ -181,7 +192,8 @@ class Worker:
         unknown = {i: d for i, v in enumerate(batch) if (d := unknown_claim(v)) is not None}
         self.directory.ensure(conn, [d for d in unknown.values() if d])
         return [
-            classify(v.message, self.directory) if i in unknown else v for i, v in enumerate(batch)
+            classify(v.message, self.directory, self.window) if i in unknown else v
+            for i, v in enumerate(batch)
         ]
 
     def _isolate(self, batch: list[Verdict], exc: psycopg.Error) -> bool:
@@ -209,8 +221,19 @@ class Worker:
     def _database(self) -> BatchWriter:
         if self._writer is None:
             self._conn = db.connect(self.settings, autocommit=True)
-            self._writer = BatchWriter(self._conn)
+            self._writer = BatchWriter(self._conn, self._capacity)
         return self._writer
+
+    def _capacity(self, device_id: str) -> Capacity | None:
+        device = self.directory.device(device_id)
+        if device is None:
+            return None
+        return Capacity(
+            device.rated_power_w,
+            device.max_tariff_minor_per_kwh,
+            self.settings.ingest_capacity_margin,
+            self.settings.ingest_capacity_slack_seconds,
+        )
 
     def _lost_database(self, exc: Exception) -> None:
         log.warning("database error; batch not acknowledged", extra={"fields": {"error": str(exc)}})
