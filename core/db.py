@@ -1,9 +1,13 @@
 """Database access: connections with one-line failures, and the ordered schema migrations.
 
 Migrations are `NNNN_name.sql` files applied once each, in order, under an advisory lock so
-several workers starting together apply them exactly once. A migration may come in two
-variants, `NNNN_name.timescale.sql` and `NNNN_name.postgres.sql`; the flavor is chosen once,
-from whether the `timescaledb` extension is available, and recorded.
+several workers starting together apply them exactly once. A migration may come in variants
+per flavor: `NNNN_name.postgres.sql`, `NNNN_name.timescale.sql` (TimescaleDB with its full
+edition: continuous aggregates, compression, policies) and `NNNN_name.timescale-apache.sql`
+(TimescaleDB's Apache-2 edition: hypertables and `time_bucket` only; where it has no variant
+of its own it takes the `timescale` one). The flavor is chosen once, by what works: TimescaleDB
+only when the extension can actually be created (it must be preloaded by the server), unless
+GRIDSHARE_DB_FLAVOR forces a choice; each applied migration records the flavor it ran with.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from pathlib import Path
 import psycopg
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
-from gridshare.core.errors import ServiceUnreachable
+from gridshare.core.errors import ConfigError, MigrationError, ServiceUnreachable
 from gridshare.core.settings import Settings
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -26,10 +30,32 @@ log = logging.getLogger(__name__)
 
 
 class Flavor(StrEnum):
-    """Which schema path the database runs: TimescaleDB or plain PostgreSQL."""
+    """Which schema path the database runs: TimescaleDB (full or Apache-only) or PostgreSQL."""
 
     TIMESCALE = "timescale"
+    TIMESCALE_APACHE = "timescale-apache"
     POSTGRES = "postgres"
+
+    @property
+    def hypertables(self) -> bool:
+        """Whether telemetry is a hypertable (its unique index must then include `time`)."""
+        return self is not Flavor.POSTGRES
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        """Migration file variants this flavor takes, most specific first."""
+        if self is Flavor.TIMESCALE_APACHE:
+            return (self.value, Flavor.TIMESCALE.value)
+        return (self.value,)
+
+    @property
+    def label(self) -> str:
+        """What /health and `stack status` show."""
+        return {
+            Flavor.TIMESCALE: "timescaledb (full edition)",
+            Flavor.TIMESCALE_APACHE: "timescaledb (apache-only edition)",
+            Flavor.POSTGRES: "postgresql",
+        }[self]
 
 
 @dataclass(frozen=True)
@@ -86,26 +112,65 @@ async def async_pool(
 
 def migrations(flavor: Flavor) -> list[Migration]:
     """The migrations for a flavor, in order: shared files plus that flavor's variants."""
-    chosen: dict[int, Migration] = {}
+    candidates: dict[int, dict[str | None, Migration]] = {}
     for path in sorted(MIGRATIONS_DIR.glob("*.sql")):
         stem_parts = path.name.removesuffix(".sql").split(".")
         variant = stem_parts[1] if len(stem_parts) > 1 else None
-        if variant not in (None, flavor.value):
-            continue
         version_text, _, name = stem_parts[0].partition("_")
-        version = int(version_text)
-        if version in chosen:
-            raise RuntimeError(f"two migrations numbered {version}: {path.name}")
-        chosen[version] = Migration(version, name, path)
-    return [chosen[v] for v in sorted(chosen)]
+        by_variant = candidates.setdefault(int(version_text), {})
+        if variant in by_variant:
+            raise RuntimeError(f"two migrations numbered {version_text}: {path.name}")
+        by_variant[variant] = Migration(int(version_text), name, path)
+    chosen: list[Migration] = []
+    for version in sorted(candidates):
+        by_variant = candidates[version]
+        if None in by_variant:
+            if len(by_variant) > 1:
+                raise RuntimeError(f"migration {version} is both shared and per flavor")
+            chosen.append(by_variant[None])
+            continue
+        variant = next((v for v in flavor.variants if v in by_variant), None)
+        if variant is None:
+            raise RuntimeError(f"migration {version} has no variant for {flavor.value}")
+        chosen.append(by_variant[variant])
+    return chosen
 
 
-def detect_flavor(conn: psycopg.Connection) -> Flavor:
-    """TimescaleDB when the extension is installed or installable, else plain PostgreSQL."""
-    row = conn.execute(
-        "SELECT count(*) FROM pg_available_extensions WHERE name = 'timescaledb'"
-    ).fetchone()
-    return Flavor.TIMESCALE if row and row[0] else Flavor.POSTGRES
+def detect_flavor(settings: Settings) -> Flavor:
+    """The flavor GRIDSHARE_DB_FLAVOR asks for, or (auto) TimescaleDB when the extension can
+    really be created in this database, else PostgreSQL. Probed on a connection of its own:
+    a server that has the extension installed but not preloaded ends the session."""
+    if settings.db_flavor == "postgres":
+        return Flavor.POSTGRES
+    problem, flavor = _probe_timescale(settings)
+    if flavor is not None:
+        return flavor
+    if settings.db_flavor == "timescale":
+        raise ConfigError("GRIDSHARE_DB_FLAVOR", f"is timescale but {problem}")
+    log.info("plain postgresql schema", extra={"fields": {"timescaledb": problem}})
+    return Flavor.POSTGRES
+
+
+def _probe_timescale(settings: Settings) -> tuple[str, Flavor | None]:
+    """('', flavor) when `CREATE EXTENSION timescaledb` works, else (why not, None)."""
+    with connect(settings, autocommit=True) as conn:
+        available = conn.execute(
+            "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
+        ).fetchone()
+        if not available:
+            return "the timescaledb extension is not installed on the database server", None
+        try:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+            row = conn.execute("SELECT current_setting('timescaledb.license', true)").fetchone()
+        except psycopg.Error as exc:
+            return f"timescaledb cannot be created ({_first_line(exc)})", None
+    full = bool(row and row[0] == "timescale")
+    return "", Flavor.TIMESCALE if full else Flavor.TIMESCALE_APACHE
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
 
 
 def migrate(settings: Settings) -> list[str]:
@@ -119,9 +184,8 @@ def migrate(settings: Settings) -> list[str]:
                 " version integer PRIMARY KEY, name text NOT NULL, flavor text NOT NULL,"
                 " applied_at timestamptz NOT NULL DEFAULT now())"
             )
-            flavor = schema_flavor(conn) or detect_flavor(conn)
-            if flavor is Flavor.TIMESCALE:
-                conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+            flavor = schema_flavor(conn) or detect_flavor(settings)
+            _check_forced(settings, flavor)
             done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
             for migration in migrations(flavor):
                 if migration.version in done:
@@ -129,12 +193,24 @@ def migrate(settings: Settings) -> list[str]:
                 _apply(conn, migration, flavor)
                 applied_now.append(migration.path.name)
         finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+            if not conn.closed:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
     return applied_now
+
+
+def _check_forced(settings: Settings, flavor: Flavor) -> None:
+    """A forced flavor that contradicts the schema already there is a configuration error."""
+    if settings.db_flavor == "postgres" and flavor.hypertables:
+        raise ConfigError("GRIDSHARE_DB_FLAVOR", "is postgres but the schema is on timescaledb")
+    if settings.db_flavor == "timescale" and not flavor.hypertables:
+        raise ConfigError("GRIDSHARE_DB_FLAVOR", "is timescale but the schema is plain postgres")
 
 
 def schema_flavor(conn: psycopg.Connection) -> Flavor | None:
     """The flavor the schema was created with, if any migration ran."""
+    exists = conn.execute("SELECT to_regclass('schema_migrations')").fetchone()
+    if not exists or exists[0] is None:
+        return None
     row = conn.execute("SELECT flavor FROM schema_migrations ORDER BY version LIMIT 1").fetchone()
     return Flavor(row[0]) if row else None
 
@@ -146,14 +222,17 @@ def _apply(conn: psycopg.Connection, migration: Migration, flavor: Flavor) -> No
     log.info("applying migration", extra={"fields": {"migration": migration.path.name}})
     record = "INSERT INTO schema_migrations (version, name, flavor) VALUES (%s, %s, %s)"
     values = (migration.version, migration.name, flavor.value)
-    if sql.startswith(NO_TRANSACTION):
-        for statement in split_statements(sql):
-            conn.execute(statement.encode(), prepare=False)
-        conn.execute(record, values)
-        return
-    with conn.transaction():
-        conn.execute(sql.encode(), prepare=False)
-        conn.execute(record, values)
+    try:
+        if sql.startswith(NO_TRANSACTION):
+            for statement in split_statements(sql):
+                conn.execute(statement.encode(), prepare=False)
+            conn.execute(record, values)
+            return
+        with conn.transaction():
+            conn.execute(sql.encode(), prepare=False)
+            conn.execute(record, values)
+    except psycopg.Error as exc:
+        raise MigrationError(f"migration {migration.path.name} failed: {_first_line(exc)}") from exc
 
 
 def split_statements(sql: str) -> list[str]:

@@ -31,6 +31,10 @@ class StackError(GridshareError):
     """A local-stack service failed to start, stop or become healthy."""
 
 
+class MigrationError(GridshareError):
+    """A schema migration could not be applied; the database is left at the previous one."""
+
+
 class NotDeployed(GridshareError):
     """The contracts have no deployment record for this chain yet."""
 

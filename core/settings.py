@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field
@@ -20,6 +21,9 @@ class Settings(BaseSettings):
     )
 
     db_url: str = "postgresql://gridshare@127.0.0.1:55432/gridshare"
+    db_flavor: Literal["auto", "timescale", "postgres"] = "auto"  # schema path; auto: what works
+    pg_bin_dir: str = ""  # the local stack's PostgreSQL binaries; empty: newest installed
+    db_external: bool = False  # the database belongs to its owner: the stack leaves it alone
     mqtt_url: str = "mqtt://127.0.0.1:11883"
     rpc_url: str = "http://127.0.0.1:18545"
     api_port: int = Field(default=8000, ge=1, le=65535)
@@ -70,6 +74,9 @@ class Settings(BaseSettings):
         return {
             "GRIDSHARE_STATE_DIR": str(self.state_path),
             "GRIDSHARE_DB_URL": self.db_url,
+            "GRIDSHARE_DB_FLAVOR": self.db_flavor,
+            "GRIDSHARE_DB_EXTERNAL": str(self.db_external).lower(),
+            "GRIDSHARE_PG_BIN_DIR": self.pg_bin_dir,
             "GRIDSHARE_MQTT_URL": self.mqtt_url,
             "GRIDSHARE_RPC_URL": self.rpc_url,
             "GRIDSHARE_API_HOST": self.api_host,

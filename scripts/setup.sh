@@ -22,6 +22,9 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
+# TimescaleDB's Apache edition, built once from Debian 13's source package (cached).
+bash scripts/timescaledb.sh
+
 # The Debian package starts a system broker on 1883; gridshare runs its own on its own port.
 if command -v systemctl >/dev/null && systemctl is-enabled mosquitto >/dev/null 2>&1; then
     systemctl disable --now mosquitto >/dev/null 2>&1 || true

@@ -7,8 +7,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 from gridshare.core import db, stack
 from gridshare.core.settings import Settings
+from gridshare.core.stack.postgres import timescaledb_installed
+
+# Suites that run once per database flavor (storage, ingest, oracle, API): every test in them
+# that uses the stack runs on plain PostgreSQL and on TimescaleDB.
+FLAVOR_SUITES = frozenset({"core", "ingest", "oracle", "api", "audit"})
+NO_TIMESCALEDB = "TimescaleDB is not installed here (make setup builds it as root)"
 
 
 def free_port() -> int:
@@ -18,10 +26,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def stack_settings_for(state_dir: Path) -> Settings:
+def stack_flavors(suite: str) -> list:
+    """The flavors a suite's stack runs on: both for the flavor suites (TimescaleDB skipped,
+    with the reason, where it is not installed), else the one the local stack would choose."""
+    timescale = timescaledb_installed(Settings().pg_bin_dir)
+    if suite not in FLAVOR_SUITES:
+        return ["timescale" if timescale else "postgres"]
+    marks = () if timescale else (pytest.mark.skip(reason=NO_TIMESCALEDB),)
+    return ["postgres", pytest.param("timescale", marks=marks)]
+
+
+def stack_settings_for(state_dir: Path, flavor: str = "auto") -> Settings:
     """Settings for a private stack in `state_dir`, on free ports."""
     return Settings(
         state_dir=state_dir,
+        db_flavor=flavor,
         db_url=f"postgresql://gridshare@127.0.0.1:{free_port()}/gridshare",
         mqtt_url=f"mqtt://127.0.0.1:{free_port()}",
         rpc_url=f"http://127.0.0.1:{free_port()}",
@@ -31,9 +50,9 @@ def stack_settings_for(state_dir: Path) -> Settings:
 
 
 @contextmanager
-def running_stack(state_dir: Path) -> Iterator[Settings]:
+def running_stack(state_dir: Path, flavor: str = "auto") -> Iterator[Settings]:
     """A private, running, migrated stack for the duration of the block."""
-    settings = stack_settings_for(state_dir)
+    settings = stack_settings_for(state_dir, flavor)
     stack.up(settings)
     try:
         db.migrate(settings)

@@ -19,7 +19,7 @@ async def _db(ctx: Context) -> DependencyState:
     try:
         async with asyncio.timeout(2.0), ctx.pool.connection() as conn:
             await conn.execute("SELECT 1")
-        return DependencyState(ok=True, detail=f"postgresql ({ctx.flavor.value} schema)")
+        return DependencyState(ok=True, detail=f"{ctx.flavor.label} schema")
     except Exception as exc:
         return DependencyState(ok=False, detail=_line(exc))
 

@@ -49,7 +49,7 @@ class Postgres(LocalService):
             allow_traversal(self.root)
         self.process.start(
             [
-                _binary("postgres"),
+                _binary("postgres", self.settings.pg_bin_dir),
                 "-D",
                 str(self.data),
                 "-p",
@@ -58,11 +58,26 @@ class Postgres(LocalService):
                 f"listen_addresses={self.host}",
                 "-c",
                 "unix_socket_directories=",
+                *self._preload(),
             ],
             user=user,
         )
         wait_until(self.healthy, 60, "accepting connections", self.process)
         self._create_role_and_database()
+
+    def _preload(self) -> list[str]:
+        """TimescaleDB must be loaded at server start; it is, whenever it is installed and
+        the schema may use it (without phoning home: the stack runs offline)."""
+        if self.settings.db_flavor == "postgres":
+            return []
+        if not timescaledb_installed(self.settings.pg_bin_dir):
+            return []
+        return [
+            "-c",
+            "shared_preload_libraries=timescaledb",
+            "-c",
+            "timescaledb.telemetry_level=off",
+        ]
 
     def _initdb(self, user: str | None) -> None:
         if (self.data / "PG_VERSION").exists():
@@ -74,7 +89,7 @@ class Postgres(LocalService):
             share_path_with(self.process.log_file.parent, user, tree=False)
         result = subprocess.run(
             [
-                _binary("initdb"),
+                _binary("initdb", self.settings.pg_bin_dir),
                 "-D",
                 str(self.data),
                 "-U",
@@ -122,8 +137,20 @@ class Postgres(LocalService):
                 conn.execute(f'CREATE DATABASE "{self.database}" OWNER "{self.role}"')
 
 
-def _binary(name: str) -> str:
-    """Debian keeps server binaries outside PATH; take the newest installed major version."""
+def timescaledb_installed(bin_dir: str = "") -> bool:
+    """Whether the server binaries in use have the TimescaleDB library beside them."""
+    lib_dir = Path(_binary("postgres", bin_dir)).parents[1] / "lib"
+    return (lib_dir / "timescaledb.so").exists()
+
+
+def _binary(name: str, bin_dir: str = "") -> str:
+    """From GRIDSHARE_PG_BIN_DIR when set; else the newest installed major version (Debian
+    keeps server binaries outside PATH)."""
+    if bin_dir:
+        path = Path(bin_dir) / name
+        if not path.exists():
+            raise StackError(f"postgres: {path} not found; check GRIDSHARE_PG_BIN_DIR")
+        return str(path)
     candidates = sorted(
         glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
         key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0,

@@ -12,7 +12,9 @@ from pglast import ast, parse_sql
 
 from gridshare.core import db
 from gridshare.core.db import Flavor
+from gridshare.core.errors import ConfigError
 from gridshare.core.settings import Settings
+from gridshare.core.stack.postgres import timescaledb_installed
 
 TIMESCALE_CALLS = {
     "create_hypertable",
@@ -36,33 +38,77 @@ def fresh_db(stack_settings: Settings):
         conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
-def test_applied_once(fresh_db: Settings) -> None:
+@pytest.fixture
+def stack_flavor(conn: psycopg.Connection) -> Flavor:
+    """The flavor the session stack's schema runs on."""
+    flavor = db.schema_flavor(conn)
+    assert flavor is not None
+    return flavor
+
+
+def test_applied_once(fresh_db: Settings, stack_flavor: Flavor) -> None:
     first = db.migrate(fresh_db)
-    assert first == [m.path.name for m in db.migrations(Flavor.POSTGRES)]
+    assert first == [m.path.name for m in db.migrations(stack_flavor)]
     assert db.migrate(fresh_db) == []
     with db.connect(fresh_db) as conn:
         rows = conn.execute("SELECT version, flavor FROM schema_migrations ORDER BY 1").fetchall()
-        assert [r[0] for r in rows] == [m.version for m in db.migrations(Flavor.POSTGRES)]
-        assert {r[1] for r in rows} == {"postgres"}
+        assert [r[0] for r in rows] == [m.version for m in db.migrations(stack_flavor)]
+        assert {r[1] for r in rows} == {stack_flavor.value}
 
 
-def test_concurrent_workers_apply_each_migration_once(fresh_db: Settings) -> None:
+def test_concurrent_workers_apply_each_migration_once(
+    fresh_db: Settings, stack_flavor: Flavor
+) -> None:
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(lambda _: db.migrate(fresh_db), range(4)))
     applied = [name for result in results for name in result]
-    assert sorted(applied) == sorted(m.path.name for m in db.migrations(Flavor.POSTGRES))
+    assert sorted(applied) == sorted(m.path.name for m in db.migrations(stack_flavor))
 
 
-def test_flavor_detected_on_plain_postgres(conn: psycopg.Connection) -> None:
-    assert db.detect_flavor(conn) is Flavor.POSTGRES
-    assert db.schema_flavor(conn) is Flavor.POSTGRES
+def test_flavor_is_the_one_asked_for(stack_settings: Settings, stack_flavor: Flavor) -> None:
+    if stack_settings.db_flavor == "postgres":
+        assert stack_flavor is Flavor.POSTGRES
+    else:
+        assert stack_flavor in (Flavor.TIMESCALE, Flavor.TIMESCALE_APACHE)
+    assert db.detect_flavor(stack_settings).hypertables == stack_flavor.hypertables
 
 
-def test_both_flavors_have_the_same_versions() -> None:
-    timescale = db.migrations(Flavor.TIMESCALE)
-    postgres = db.migrations(Flavor.POSTGRES)
-    assert [m.version for m in timescale] == [m.version for m in postgres]
-    assert any(m.path.name.endswith(".timescale.sql") for m in timescale)
+def test_installed_but_not_preloaded_falls_back_or_says_why(stack_settings: Settings) -> None:
+    """The postgres-flavor stack runs without preloading TimescaleDB: auto takes plain
+    PostgreSQL, a forced timescale flavor is one line naming the setting and the cause."""
+    installed = timescaledb_installed(stack_settings.pg_bin_dir)
+    if stack_settings.db_flavor != "postgres" or not installed:
+        pytest.skip("needs TimescaleDB installed and a server that does not preload it")
+    assert db.detect_flavor(stack_settings.model_copy(update={"db_flavor": "auto"})) is (
+        Flavor.POSTGRES
+    )
+    with pytest.raises(ConfigError) as refused:
+        db.detect_flavor(stack_settings.model_copy(update={"db_flavor": "timescale"}))
+    message = str(refused.value)
+    assert "\n" not in message
+    assert "GRIDSHARE_DB_FLAVOR" in message and "preloaded" in message
+
+
+def test_forced_flavor_must_match_the_schema(
+    stack_settings: Settings, stack_flavor: Flavor
+) -> None:
+    other = "timescale" if stack_flavor is Flavor.POSTGRES else "postgres"
+    with pytest.raises(ConfigError, match="GRIDSHARE_DB_FLAVOR"):
+        db.migrate(stack_settings.model_copy(update={"db_flavor": other}))
+
+
+def test_every_flavor_has_the_same_versions() -> None:
+    versions = {flavor: [m.version for m in db.migrations(flavor)] for flavor in Flavor}
+    assert len({tuple(v) for v in versions.values()}) == 1
+    assert any(m.path.name.endswith(".timescale.sql") for m in db.migrations(Flavor.TIMESCALE))
+
+
+def test_apache_edition_uses_no_licensed_feature() -> None:
+    """TimescaleDB's Apache-2 edition: hypertables, but no policy or continuous aggregate."""
+    calls, continuous = _timescale_features(Flavor.TIMESCALE_APACHE)
+    assert "create_hypertable" in calls
+    assert not calls & (TIMESCALE_CALLS - {"create_hypertable"})
+    assert not continuous
 
 
 @pytest.mark.parametrize("path", sorted(db.MIGRATIONS_DIR.glob("*.sql")), ids=lambda p: p.name)
@@ -72,9 +118,17 @@ def test_every_migration_parses(path: Path) -> None:
 
 
 def test_timescale_path_uses_hypertable_aggregate_compression_retention() -> None:
-    calls = set()
+    calls, continuous = _timescale_features(Flavor.TIMESCALE)
+    assert calls >= TIMESCALE_CALLS
+    assert continuous
+
+
+def _timescale_features(flavor: Flavor) -> tuple[set[str], bool]:
+    """Functions a flavor's migrations call in SELECTs, and whether one is a continuous
+    aggregate."""
+    calls: set[str] = set()
     continuous = False
-    for migration in db.migrations(Flavor.TIMESCALE):
+    for migration in db.migrations(flavor):
         for raw in parse_sql(migration.path.read_text()):
             stmt = raw.stmt
             if isinstance(stmt, ast.SelectStmt) and stmt.targetList:
@@ -84,8 +138,7 @@ def test_timescale_path_uses_hypertable_aggregate_compression_retention() -> Non
             if isinstance(stmt, ast.CreateTableAsStmt):
                 options = stmt.into.options or ()
                 continuous |= any(o.defname == "continuous" for o in options)
-    assert calls >= TIMESCALE_CALLS
-    assert continuous
+    return calls, continuous
 
 
 def _columns(flavor: Flavor) -> dict[str, list[tuple[str, str]]]:
@@ -111,6 +164,7 @@ def _columns(flavor: Flavor) -> dict[str, list[tuple[str, str]]]:
 
 def test_flavors_declare_identical_tables_and_views() -> None:
     assert _columns(Flavor.TIMESCALE) == _columns(Flavor.POSTGRES)
+    assert _columns(Flavor.TIMESCALE_APACHE) == _columns(Flavor.POSTGRES)
 
 
 def test_hourly_view_matches_direct_computation(conn: psycopg.Connection) -> None:
@@ -137,3 +191,33 @@ def test_hourly_view_matches_direct_computation(conn: psycopg.Connection) -> Non
         (12, 1200, 2300, 69),
         (12, 2400, 3500, 105),
     ]
+
+
+def test_hourly_first_and_last_are_readings_in_time_then_seq_order(
+    conn: psycopg.Connection,
+) -> None:
+    """A clock-skewed reading (higher seq, earlier device time) is the hour's first reading,
+    with its own meters: not the smallest meter paired with the earliest time."""
+    conn.execute(
+        "INSERT INTO pools (name, pool_id, device_type, share_bps) "
+        "VALUES ('mig-test-2', '0xmig2', 'pv_plant', 7000) ON CONFLICT DO NOTHING"
+    )
+    conn.execute(
+        "INSERT INTO devices (device_id, type, pool, address) "
+        "VALUES ('pv-migskew', 'pv_plant', 'mig-test-2', '0x0') ON CONFLICT DO NOTHING"
+    )
+    rows = [("10:05", 1, 100), ("10:01", 2, 200), ("10:50", 3, 300), ("10:50", 4, 400)]
+    for clock, seq, energy in rows:
+        conn.execute(
+            "INSERT INTO telemetry (time, device_id, seq, status, energy_wh_total, "
+            "revenue_minor_total) VALUES (%s, 'pv-migskew', %s, 'generating', %s, %s) "
+            "ON CONFLICT DO NOTHING",
+            (f"2026-02-01 {clock}:00+00", seq, energy, energy // 10),
+        )
+    row = conn.execute(
+        "SELECT first_time, energy_wh_first, revenue_minor_first, last_time, energy_wh_last, "
+        "revenue_minor_last FROM telemetry_hourly WHERE device_id = 'pv-migskew'"
+    ).fetchone()
+    assert row is not None
+    assert (row[0].strftime("%H:%M"), row[1], row[2]) == ("10:01", 200, 20)
+    assert (row[3].strftime("%H:%M"), row[4], row[5]) == ("10:50", 400, 40)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import httpx
@@ -19,6 +23,8 @@ from gridshare.core.broker_auth import ADMIN_USER, BrokerAuth
 from gridshare.core.settings import Settings
 from gridshare.core.stack.process import port_open
 from tests.support import stack_settings_for
+
+GRIDSHARE = str(Path(sys.executable).with_name("gridshare"))
 
 
 def ports(settings: Settings) -> list[int]:
@@ -50,15 +56,50 @@ def test_up_is_idempotent_and_down_frees_everything(private_stack: Settings) -> 
     assert {s.name: s.process.pid() for s in stack.services(settings)} == pids
 
     status = stack.status(settings)
-    assert list(status) == ["postgres", "mosquitto", "anvil"]
-    assert all(line.startswith("running") and "healthy" in line for line in status.values())
+    assert list(status) == ["postgres", "mosquitto", "anvil", "schema"]
+    services = [status[name] for name in ("postgres", "mosquitto", "anvil")]
+    assert all(line.startswith("running") and "healthy" in line for line in services)
+    assert status["schema"] == "not migrated"
 
     assert stack.down(settings) == {"anvil": True, "mosquitto": True, "postgres": True}
     for pid in pids.values():
         assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
     assert not any(port_open("127.0.0.1", p) for p in ports(settings))
-    assert all(line == "stopped" for line in stack.status(settings).values())
+    after = stack.status(settings)
+    assert [after[name] for name in ("postgres", "mosquitto", "anvil")] == ["stopped"] * 3
+    assert after["schema"].startswith("unknown (database unreachable")
     assert stack.down(settings) == {"anvil": False, "mosquitto": False, "postgres": False}
+
+
+def test_external_database_is_left_to_its_owner(
+    stack_settings: Settings, private_stack: Settings
+) -> None:
+    """GRIDSHARE_DB_EXTERNAL: `stack up` runs only the broker and the chain and migrates the
+    database it is given; `stack down` leaves that database running."""
+    name = f"ext_{uuid.uuid4().hex[:8]}"
+    admin = f"postgresql://postgres@127.0.0.1:{stack_settings.db_port}/postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" OWNER gridshare')
+    external = private_stack.model_copy(
+        update={
+            "db_url": f"postgresql://gridshare@127.0.0.1:{stack_settings.db_port}/{name}",
+            "db_external": True,
+        }
+    )
+    env = {**os.environ, **external.as_env()}
+    up = subprocess.run([GRIDSHARE, "stack", "up"], env=env, capture_output=True, text=True)
+    assert up.returncode == 0, up.stderr
+    assert "postgres" not in up.stdout and "migration(s) applied" in up.stdout
+    status = subprocess.run([GRIDSHARE, "stack", "status"], env=env, capture_output=True, text=True)
+    assert "external" in status.stdout
+    assert "timescaledb (" in status.stdout or "postgresql" in status.stdout
+    with psycopg.connect(external.db_url) as conn:
+        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone()[0] > 0
+    assert stack.down(external) == {"anvil": True, "mosquitto": True}
+    with psycopg.connect(external.db_url) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 def test_two_stacks_side_by_side(stack_settings: Settings, private_stack: Settings) -> None:

@@ -15,10 +15,14 @@ from tests.support import running_stack
 
 
 @pytest.fixture(scope="package")
-def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+def stack_settings(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Settings]:
     """Ingest tests count every message the broker hands their workers, so they get a stack
-    of their own: no other suite's devices publish on it."""
-    with running_stack(tmp_path_factory.mktemp("ingest-stack") / "state") as settings:
+    of their own (per flavor): no other suite's devices publish on it."""
+    flavor = request.param
+    state = tmp_path_factory.mktemp(f"ingest-stack-{flavor}") / "state"
+    with running_stack(state, flavor) as settings:
         yield settings
 
 
