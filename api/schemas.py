@@ -49,6 +49,30 @@ class Device(BaseModel):
     sessions_total: int | None
     revenue_minor_total: int | None
     currency: str
+    rated_power_w: int = Field(description="rated power recorded at provisioning, W")
+    flagged: bool = Field(
+        description="an uncleared device flag (e.g. a conflicting reading): left out of "
+        "attestations until an operator clears it"
+    )
+
+
+class SignedReading(BaseModel):
+    """One stored reading as the device signed it: re-verifiable by anyone."""
+
+    seq: int
+    ts: datetime = Field(description="device time of the reading")
+    received_at: datetime = Field(description="when ingest received it")
+    payload: str | None = Field(
+        description="the exact signed bytes (the payload without `sig`, keys sorted, no "
+        "whitespace, UTF-8): recover(EIP-191(payload), sig) is the device's signing address; "
+        "null for readings stored before evidence was kept"
+    )
+    sig: str | None = Field(description="0x-hex 65-byte signature r || s || v")
+
+
+class SignedReadingPage(BaseModel):
+    items: list[SignedReading] = Field(description="in device time order, then seq")
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null at end")
 
 
 class DevicePage(BaseModel):
