@@ -11,7 +11,9 @@ from web3.contract import Contract
 from gridshare.core.chain.accounts import Accounts, ChainAccount, load_accounts
 from gridshare.core.chain.client import ChainClient
 from gridshare.core.chain.deployment import DeploymentRecord, read_deployment
+from gridshare.core.chain.device_keys import DeviceKeys
 from gridshare.core.settings import Settings
+from gridshare.oracle.provenance import ChainView
 from gridshare.oracle.settings import OracleSettings
 from gridshare.oracle.signer import OracleSigner
 
@@ -49,6 +51,18 @@ class OracleContext:
         """Anyone may submit signed attestations; the first oracle key pays the gas."""
         return self.accounts.oracles[0]
 
+    def chain_view(self) -> ChainView:
+        """A fresh view of the chain (its own key history): each signer gets its own."""
+        return ChainView(
+            self.registry,
+            DeviceKeys(self.client.w3, self.record.address("DeviceRegistry"), self.record.block),
+        )
+
+    @cached_property
+    def chain(self) -> ChainView:
+        """The aggregator's own view of the chain."""
+        return self.chain_view()
+
     @cached_property
     def threshold(self) -> int:
         return int(self.client.call(self.registry.functions.threshold()))
@@ -62,6 +76,7 @@ class OracleContext:
                 chain_id=self.settings.chain_id,
                 registry=self.registry_address,
                 settings=self.oracle,
+                chain=self.chain_view(),
             )
             for i, account in enumerate(self.accounts.oracles)
         ]

@@ -17,6 +17,9 @@ class OracleSettings(BaseSettings):
     silent_allowance_seconds: int = Field(default=3600, ge=0)  # device time
     reading_interval_seconds: int = Field(default=300, ge=1)  # uptime per good reading
     cutoff_margin_seconds: float = Field(default=2.0, ge=0)  # for batches still committing
+    # a device whose period figure exceeds rated power x period (or its energy at the pool's
+    # maximum tariff) times this margin is excluded as implausible
+    device_power_margin: float = Field(default=1.25, ge=1)
     # the loop
     poll_seconds: float = Field(default=5.0, gt=0)
     metrics_port: int = Field(default=9102, ge=0, le=65535)  # 0: no metrics server

@@ -194,9 +194,7 @@ async def attestations(
 
 
 LEAF_SQL = """
-    SELECT l.energy_wh, l.revenue_minor, l.sessions, l.readings, l.first_seq, l.last_seq,
-           l.uptime_seconds, l.meter_resets, l.adjustment_energy_wh,
-           l.adjustment_revenue_minor, l.leaf, e.leaves_root
+    SELECT l.leaf_data, l.leaf, e.leaves_root
     FROM oracle_leaves l JOIN oracle_epochs e USING (pool, epoch)
     WHERE l.pool = %s AND l.epoch = %s AND l.device_id = %s
 """
@@ -227,8 +225,8 @@ async def _proof(conn: Conn, pool: str, epoch: int, device_id: str) -> Proof:
         raise ApiError(
             404, "not_found", f"no leaf for device {device_id!r} in {pool} epoch {epoch}"
         )
-    leaf_row = DeviceLeaf(pool, epoch, device_id, *(int(x) for x in row[:10]))
-    leaf_hex, root = row[10], row[11]
+    leaf_row = DeviceLeaf.from_signing_bytes(pool, device_id, bytes(row[0]))
+    leaf_hex, root = row[1], row[2]
     tree = await _tree(conn, pool, epoch, root)
     if "0x" + tree.root.hex() != root or "0x" + leaf_row.leaf_hash().hex() != leaf_hex:
         raise ApiError(500, "internal", "stored leaves do not match the stored root")
