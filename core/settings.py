@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     ingest_max_backfill_seconds: int = Field(default=2_592_000, ge=0)  # device ts behind receipt
     ingest_capacity_margin: float = Field(default=1.5, ge=1)  # on rated power x elapsed time
     ingest_capacity_slack_seconds: float = Field(default=900, ge=0)  # added to elapsed time
+    ingest_keep_evidence: bool = True  # false only to measure its cost: rows are unverifiable
     ingest_shared: bool = False  # several workers: share telemetry via $share/gridshare-ingest
     period_seconds: int = Field(default=86400, ge=1)
     state_dir: Path = Path("./.gridshare")

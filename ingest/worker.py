@@ -94,6 +94,8 @@ class Worker:
         self.link.start()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._stop)
+        if not self.settings.ingest_keep_evidence:
+            log.warning("GRIDSHARE_INGEST_KEEP_EVIDENCE is off: stored readings are unverifiable")
         log.info("ingest worker running", extra={"fields": {"client_id": self.client_id}})
         ended = False
         try:
@@ -221,7 +223,9 @@ class Worker:
     def _database(self) -> BatchWriter:
         if self._writer is None:
             self._conn = db.connect(self.settings, autocommit=True)
-            self._writer = BatchWriter(self._conn, self._capacity)
+            self._writer = BatchWriter(
+                self._conn, self._capacity, self.settings.ingest_keep_evidence
+            )
         return self._writer
 
     def _capacity(self, device_id: str) -> Capacity | None:

@@ -119,15 +119,19 @@ class Outcome:
 
 class BatchWriter:
     """Writes verdicts on one connection (autocommit; each batch is an explicit transaction).
-    `capacity(device_id)` bounds a device's meters (None: not bounded)."""
+    `capacity(device_id)` bounds a device's meters (None: not bounded). Without
+    `keep_evidence` (only to measure what keeping it costs) rows get empty evidence, which
+    nobody can verify."""
 
     def __init__(
         self,
         conn: psycopg.Connection,
         capacity: Callable[[str], Capacity | None] = lambda device_id: None,
+        keep_evidence: bool = True,
     ) -> None:
         self.conn = conn
         self.capacity = capacity
+        self.keep_evidence = keep_evidence
         for statement in STAGING:
             conn.execute(statement)
         self._with_state: set[str] = set()
@@ -291,6 +295,7 @@ class BatchWriter:
         (stored, found already stored)."""
         if not accepted:
             return [], []
+        keep = self.keep_evidence
         with self.conn.cursor() as cur:
             with cur.copy(f"COPY ingest_staging ({COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
                 copy.set_types(STAGING_TYPES)
@@ -309,8 +314,8 @@ class BatchWriter:
                             t.revenue_minor_total,
                             t.currency,
                             _wall(reading.message.received_at),
-                            reading.signed,
-                            signature_bytes(t.sig),
+                            reading.signed if keep else b"",
+                            signature_bytes(t.sig) if keep else b"",
                         )
                     )
             inserted = set(cur.execute(MOVE_AND_FOLD).fetchall())
