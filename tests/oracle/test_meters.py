@@ -1,7 +1,8 @@
 """`meters.device_figures` against the meter rule of `gridshare.core.meter_rule` (SPEC §7),
-on devices shaped to reach every branch of PERIOD_SQL: bounds hit exactly or interpolated, a device joining in the
-period or known from before, silent, reporting only after the period, never reporting, a
-meter going down, down statuses, readings received after the cutoff, and a carried epoch."""
+on devices shaped to reach every branch of PERIOD_SQL: bounds hit exactly or interpolated,
+a device joining in the period or known from before, silent, reporting only after the
+period, never reporting, a meter going down, down statuses, readings received after the
+cutoff, and a carried epoch."""
 
 from __future__ import annotations
 
