@@ -203,6 +203,106 @@ class ProofCheck(BaseModel):
     registry: str
 
 
+class StoredMeters(BaseModel):
+    """What the database stores for a reading, beside the bytes the device signed (an auditor
+    compares the two)."""
+
+    time: datetime
+    energy_wh_total: int
+    revenue_minor_total: int
+    sessions_total: int | None
+
+
+class EvidenceReading(SignedReading):
+    """A reading that determines a leaf, with what the database stores beside it."""
+
+    roles: list[str] = Field(
+        description="which values it determines: first (first reading ever), before_start, "
+        "from_start, before_end, from_end (the readings around each period bound)"
+    )
+    stored: StoredMeters
+
+
+class KeyRecord(BaseModel):
+    """A signing key the device held on-chain (DeviceRegistry events), for device times in
+    [valid_from, valid_until); null ends are open."""
+
+    address: str
+    valid_from: datetime | None
+    valid_until: datetime | None
+    block: int
+
+
+class LeafRecord(BaseModel):
+    epoch: int
+    leaf: str = Field(description="keccak256(keccak256(abi.encode(fields))), 0x hex")
+    fields: LeafFields
+    proof: list[str]
+    merkle_root: str
+
+
+class Exclusion(BaseModel):
+    reason: str = Field(description="the check the device's readings failed")
+    detail: str | None
+
+
+class ChainRecord(BaseModel):
+    """Where to check: compare these addresses with the issuer's published ones."""
+
+    chain_id: int
+    attestation_registry: str
+    device_registry: str
+    deployment_block: int
+
+
+class Evidence(BaseModel):
+    """Everything needed to re-derive one device's leaf of one epoch."""
+
+    pool: str
+    pool_id: str
+    epoch: int
+    device_id: str
+    state: str
+    period_start: datetime
+    period_end: datetime
+    data_cutoff: datetime = Field(description="readings received later count in later epochs")
+    leaf: LeafRecord
+    previous: LeafRecord | None = Field(
+        description="the previous epoch's leaf, whose end values are this epoch's start values"
+    )
+    exclusion: Exclusion | None
+    readings: list[EvidenceReading]
+    keys: list[KeyRecord] | None = Field(description="null when the chain is unreachable")
+    chain: ChainRecord | None
+
+
+class DeviceEvidence(BaseModel):
+    device_id: str
+    leaf: str
+    values: list[str] = Field(description="the leaf's field values, in `names` order")
+    previous_values: list[str] | None
+    exclusion: Exclusion | None
+    readings: list[EvidenceReading]
+
+
+class EvidencePage(BaseModel):
+    """A page of an epoch's evidence, by device id."""
+
+    pool: str
+    pool_id: str
+    epoch: int
+    state: str
+    period_start: datetime
+    period_end: datetime
+    data_cutoff: datetime
+    merkle_root: str
+    names: list[str]
+    types: list[str]
+    chain: ChainRecord | None
+    items: list[DeviceEvidence]
+    next_cursor: str | None
+
+
 # ----- auth and investors -----
 
 

@@ -123,6 +123,16 @@ class DeviceLeaf:
         """The reason name ('' when the device counts)."""
         return EXCLUSIONS[self.excluded] if self.excluded < len(EXCLUSIONS) else "unknown"
 
+    @property
+    def carries(self) -> bool:
+        """Whether the next epoch starts from this leaf's end values. An excluded device that
+        never had a start value (excluded in its first epoch) has all-zero end values: it
+        starts from its first reading again, as a device without a leaf does."""
+        return not (
+            self.excluded
+            and not (self.end_energy_wh or self.end_revenue_minor or self.end_sessions)
+        )
+
     def values(self) -> tuple[object, ...]:
         """The ABI values in LEAF_TYPES order."""
         return (

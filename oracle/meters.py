@@ -221,7 +221,7 @@ def device_figures(
 ) -> list[DeviceFigures]:
     """Every device's figures for the period [start, end), ordered by device id, starting
     from the end values of the `previous` epoch's leaves (checked against the chain)."""
-    carried = [leaf for leaf in previous.values() if carries(leaf)]
+    carried = [leaf for leaf in previous.values() if leaf.carries]
     params = {
         "p_ids": [leaf.device_id for leaf in carried],
         "p_e": [leaf.end_energy_wh for leaf in carried],
@@ -241,12 +241,3 @@ def device_figures(
         cur = conn.cursor(binary=True)  # bigints as 8 bytes, not digits to parse
         rows = cur.execute(PERIOD_SQL, params).fetchall()  # type: ignore[arg-type]
     return [DeviceFigures.from_row(r) for r in rows]
-
-
-def carries(leaf: DeviceLeaf) -> bool:
-    """Whether the next epoch starts from this leaf's end values. An excluded device that
-    never had a start value (excluded in its first epoch) has all-zero end values: it starts
-    from its first reading again, as a device with no leaf does."""
-    return not (
-        leaf.excluded and not (leaf.end_energy_wh or leaf.end_revenue_minor or leaf.end_sessions)
-    )
