@@ -30,9 +30,11 @@ from gridshare.core.settings import Settings
 from gridshare.ingest import metrics
 from gridshare.ingest.decide import Capacity
 from gridshare.ingest.devices import DeviceDirectory
+from gridshare.ingest.keys import OnchainSigners
 from gridshare.ingest.receiver import Receiver, ReceiverDied
 from gridshare.ingest.validate import (
     Message,
+    Reading,
     Rejection,
     TimeWindow,
     Verdict,
@@ -50,6 +52,13 @@ DRAIN_IDLE = 0.5  # ... until nothing arrived for this long
 # switch interval (5 ms by default): up to ~25 ms per 500-message batch. 1 ms measured best.
 SWITCH_INTERVAL = 0.001
 log = logging.getLogger(__name__)
+
+
+def _signed(verdict: Verdict) -> bool:
+    """A reading, or a message refused for its signature."""
+    return isinstance(verdict, Reading) or (
+        isinstance(verdict, Rejection) and verdict.reason is QuarantineReason.BAD_SIGNATURE
+    )
 
 
 def default_client_id(settings: Settings) -> str:
@@ -71,6 +80,7 @@ class Worker:
         self.retire = retire
         self.client_id = default_client_id(settings)
         self.directory = DeviceDirectory()
+        self.signers: OnchainSigners | None = None  # the chain's keys, read in `run`
         self.window = TimeWindow(
             settings.ingest_max_clock_ahead_seconds, settings.ingest_max_backfill_seconds
         )
@@ -90,6 +100,7 @@ class Worker:
         sys.setswitchinterval(SWITCH_INTERVAL)
         db.migrate(self.settings)
         self.directory.ensure(self._database().conn, ())  # loads every registered device
+        self.signers = OnchainSigners.for_settings(self.settings)
         metrics.serve(self.settings.ingest_metrics_port)
         self.link.start()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -139,7 +150,10 @@ class Worker:
         return ahead.result() if ahead is not None else []
 
     def _classify(self, batch: list[Message]) -> list[Verdict]:
-        return [classify(message, self.directory, self.window) for message in batch]
+        return [self._classify_one(message) for message in batch]
+
+    def _classify_one(self, message: Message) -> Verdict:
+        return classify(message, self.directory, self.window, self.signers)
 
     def _flush(self) -> bool:
         """After a stop request: commit and ack what had arrived by then (more keeps coming
@@ -190,13 +204,19 @@ class Worker:
             return True
 
     def _recheck(self, conn: psycopg.Connection, batch: list[Verdict]) -> list[Verdict]:
-        """Look up devices the cache did not know and classify their messages again."""
-        unknown = {i: d for i, v in enumerate(batch) if (d := unknown_claim(v)) is not None}
-        self.directory.ensure(conn, [d for d in unknown.values() if d])
-        return [
-            classify(v.message, self.directory, self.window) if i in unknown else v
-            for i, v in enumerate(batch)
-        ]
+        """Look up devices the cache did not know and classify their messages again; the
+        same for signed readings once new on-chain key events were read (a rotation: a
+        reading refused under the old key may be good, one taken may not be)."""
+        again = {i for i, v in enumerate(batch) if unknown_claim(v) is not None}
+        self.directory.ensure(conn, [d for v in batch if (d := unknown_claim(v))])
+        if self.signers is not None:
+            refused = any(
+                isinstance(v, Rejection) and v.reason is QuarantineReason.BAD_SIGNATURE
+                for v in batch
+            )
+            if self.signers.refresh(force=refused):
+                again |= {i for i, v in enumerate(batch) if _signed(v)}
+        return [self._classify_one(v.message) if i in again else v for i, v in enumerate(batch)]
 
     def _isolate(self, batch: list[Verdict], exc: psycopg.Error) -> bool:
         """The database refused the batch's data (not a connection problem): write message

@@ -3,14 +3,18 @@ stored reading, equivocation flagged and cleared, device clocks and meters bound
 
 from __future__ import annotations
 
+import os
 import subprocess
+import time
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import psycopg
 
+from gridshare.core import chain
 from gridshare.core.payloads import canonical_bytes, encode_reading, format_ts
 from gridshare.core.signing import address_for_key, recover
+from gridshare.gateway import onchain
 from tests.ingest.fleet import GRIDSHARE, quarantined, register, stored, wait_until
 from tests.support import free_port
 
@@ -182,3 +186,48 @@ def test_currency_other_than_the_pools_is_wrong_currency(conn, ingest_worker, pu
     wait_until(lambda: stored(conn, [device])[0] == 1, 30, "the HKD reading")
     rows = wait_until(lambda: quarantined(conn, device.device_id), 10, "wrong_currency")
     assert [r[0] for r in rows] == ["wrong_currency"]
+
+
+def test_signatures_are_checked_against_the_on_chain_key_and_its_rotation(
+    stack_settings, conn, ingest_worker, publisher
+):
+    """The database's copy of the address is not trusted: the chain's key decides, and after
+    a rotation on-chain the new key signs what the device reads after it."""
+    chain.deploy(stack_settings)
+    client = chain.ChainClient(stack_settings)
+    registry = client.contract(
+        "DeviceRegistry", chain.read_deployment(stack_settings).address("DeviceRegistry")
+    )
+    (device,) = register(conn, 1)
+    client.transact(
+        registry.functions.register(
+            chain.device_key(device.device_id),
+            address_for_key(device.key),
+            chain.pool_id("charging-pile-keys"),
+        ),
+        chain.load_accounts(stack_settings).operator,
+    )
+    forger = os.urandom(32)  # whoever can write the database points it at their own key
+    conn.execute(
+        "UPDATE devices SET address = %s WHERE device_id = %s",
+        (address_for_key(forger), device.device_id),
+    )
+    ingest_worker()
+    publisher.publish(device.topic, device.reading(1))
+    publisher.publish(device.topic, encode_reading(device.fields(2), forger))
+    publisher.flush()
+    wait_until(lambda: stored(conn, [device])[0] == 1, 30, "the reading the chain's key signed")
+    rows = wait_until(lambda: quarantined(conn, device.device_id), 10, "the forged reading")
+    assert [r[0] for r in rows] == ["bad_signature"] and "on-chain key" in rows[0][1]
+
+    rotated = os.urandom(32)
+    onchain.rotate_key(stack_settings, device.device_id, address_for_key(rotated))
+    time.sleep(1.1)  # device time after the rotation's block time (whole seconds)
+    after = format_ts(datetime.now(UTC))
+    publisher.publish(device.topic, encode_reading(device.fields(3, ts=after), rotated))
+    publisher.publish(device.topic, encode_reading(device.fields(4, ts=after), device.key))
+    publisher.flush()
+    wait_until(lambda: stored(conn, [device])[0] == 2, 30, "the reading the new key signed")
+    rows = wait_until(lambda: quarantined(conn, device.device_id)[1:], 10, "the old key's")
+    assert [r[0] for r in rows] == ["bad_signature"]
+    assert [r[0] for r in evidence(conn, device.device_id)] == [1, 3]
