@@ -1,17 +1,23 @@
 """`make bench`: run every benchmark in its own process, then summarise against the targets.
 
-Each bench/<name>.py writes bench/results/<name>.json; this runner writes
-bench/results/SUMMARY.md with each targeted figure, its target and whether it was met.
+Each bench/<name>.py writes bench/results/<name>.json and exits non-zero when it fails or misses
+a target. This runner stamps each result with when and on what load it was measured, writes
+bench/results/SUMMARY.md from the figures of this run only (a benchmark that failed shows its
+error line, never an older run's figures), and exits non-zero when any benchmark failed or any
+target was missed.
 """
 
 from __future__ import annotations
 
 import json
 import operator
+import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,21 +46,68 @@ TARGETS: list[tuple[str, str, str, float, str]] = [
 COMPARE: dict[str, Callable[[float, float], bool]] = {"<=": operator.le, ">=": operator.ge}
 
 
-def run_all() -> dict[str, float]:
-    """Run each benchmark script; return {name: seconds it took}."""
-    scripts = sorted(
-        (p for p in BENCH_DIR.glob("*.py") if not p.name.startswith("_")),
-        key=lambda p: ORDER.index(p.stem) if p.stem in ORDER else len(ORDER),
+@dataclass(frozen=True)
+class Outcome:
+    """One benchmark process of this run."""
+
+    name: str
+    seconds: float
+    exit_code: int
+    last_error: str  # the last line it wrote to stderr (its one-line reason when it failed)
+    fresh: bool  # it wrote its result file during this run
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0 and self.fresh
+
+
+def scripts() -> list[Path]:
+    found = (p for p in BENCH_DIR.glob("*.py") if not p.name.startswith("_"))
+    return sorted(found, key=lambda p: ORDER.index(p.stem) if p.stem in ORDER else len(ORDER))
+
+
+def run_one(script: Path) -> Outcome:
+    """Run a benchmark, echoing its stderr, and stamp its result with time and load."""
+    result_file = RESULTS / f"{script.stem}.json"
+    started_at, load_before = time.time(), os.getloadavg()[0]
+    started = time.monotonic()
+    print(f"bench: {script.stem} …", flush=True)
+    proc = subprocess.Popen([sys.executable, str(script)], stderr=subprocess.PIPE, text=True)
+    last_error = ""
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        sys.stderr.write(line)
+        if line.strip():
+            last_error = line.strip()
+    exit_code = proc.wait()
+    seconds = time.monotonic() - started
+    fresh = result_file.exists() and result_file.stat().st_mtime >= started_at
+    if fresh:
+        _stamp(result_file, started_at, seconds, load_before)
+    if exit_code != 0:
+        print(f"bench: {script.stem} failed with exit code {exit_code}", flush=True)
+    return Outcome(script.stem, seconds, exit_code, last_error, fresh)
+
+
+def _stamp(result_file: Path, started_at: float, seconds: float, load_before: float) -> None:
+    """When, how long and on what load (1-minute load average before and after; 2 cores)."""
+    data = json.loads(result_file.read_text())
+    data["measured"] = {
+        "at": datetime.fromtimestamp(started_at, UTC).isoformat(timespec="seconds"),
+        "seconds": round(seconds, 1),
+        "load_avg_1m_before": round(load_before, 2),
+        "load_avg_1m_after": round(os.getloadavg()[0], 2),
+        "cpus": os.cpu_count(),
+        "commit": _commit(),
+    }
+    result_file.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def _commit() -> str:
+    done = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
     )
-    took: dict[str, float] = {}
-    for script in scripts:
-        started = time.monotonic()
-        print(f"bench: {script.stem} …", flush=True)
-        result = subprocess.run([sys.executable, str(script)], check=False)
-        took[script.stem] = time.monotonic() - started
-        if result.returncode != 0:
-            print(f"bench: {script.stem} failed with exit code {result.returncode}", flush=True)
-    return took
+    return done.stdout.strip() if done.returncode == 0 else "unknown"
 
 
 def lookup(data: Any, dotted: str) -> float | None:
@@ -68,36 +121,55 @@ def lookup(data: Any, dotted: str) -> float | None:
     return float(data) if isinstance(data, int | float) else None
 
 
-def summary(took: dict[str, float]) -> str:
+def summary(outcomes: dict[str, Outcome]) -> tuple[str, bool]:
+    """SUMMARY.md from this run's figures only, and whether every target was met."""
     lines = [
         "# Benchmark summary",
         "",
-        "Figures from `make bench` on this machine (2 cores, shared); each run's full JSON is",
-        "beside this file.",
+        "Figures of the last `make bench` (2 cores, shared; when and on what load is in each",
+        "result's `measured`). A benchmark that failed in that run shows its error, not figures.",
         "",
         "| figure | value | target | met |",
         "|---|---|---|---|",
     ]
+    all_met = True
     for name, path, op, bound, meaning in TARGETS:
-        file = RESULTS / f"{name}.json"
-        value = lookup(json.loads(file.read_text()), path) if file.exists() else None
-        if value is None:
-            lines.append(f"| {meaning} (`{name}.{path}`) | missing | {op} {bound:g} | no |")
+        outcome = outcomes.get(name)
+        figure = f"{meaning} (`{name}.{path}`)"
+        if outcome is None or not outcome.fresh:
+            reason = outcome.last_error if outcome else "not run"
+            lines.append(f"| {figure} | failed: {_cell(reason)} | {op} {bound:g} | no |")
+            all_met = False
             continue
-        met = "yes" if COMPARE[op](value, bound) else "no"
-        lines.append(f"| {meaning} (`{name}.{path}`) | {value:,.2f} | {op} {bound:g} | {met} |")
-    lines += ["", "| benchmark | wall seconds |", "|---|---|"]
-    lines += [f"| {name} | {seconds:.0f} |" for name, seconds in took.items()]
-    return "\n".join(lines) + "\n"
+        value = lookup(json.loads((RESULTS / f"{name}.json").read_text()), path)
+        met = value is not None and COMPARE[op](value, bound)
+        all_met &= met
+        shown = "missing" if value is None else f"{value:,.2f}"
+        lines.append(f"| {figure} | {shown} | {op} {bound:g} | {'yes' if met else 'no'} |")
+    lines += ["", "| benchmark | exit code | wall seconds |", "|---|---|---|"]
+    for outcome in outcomes.values():
+        status = str(outcome.exit_code) if outcome.fresh else f"{outcome.exit_code}, no result"
+        lines.append(f"| {outcome.name} | {status} | {outcome.seconds:.0f} |")
+    return "\n".join(lines) + "\n", all_met
 
 
-def main() -> None:
+def _cell(text: str) -> str:
+    return text.replace("|", "/")[:160]
+
+
+def main() -> int:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    took = run_all()
-    text = summary(took)
+    outcomes = {script.stem: run_one(script) for script in scripts()}
+    text, all_met = summary(outcomes)
     (RESULTS / "SUMMARY.md").write_text(text)
     print(text)
+    failed = [o.name for o in outcomes.values() if not o.ok]
+    if failed:
+        print(f"bench: failed: {', '.join(failed)}", file=sys.stderr)
+    if not all_met:
+        print("bench: some targets were missed (see SUMMARY.md)", file=sys.stderr)
+    return 1 if failed or not all_met else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -5,9 +5,11 @@ several workers starting together apply them exactly once. A migration may come 
 per flavor: `NNNN_name.postgres.sql`, `NNNN_name.timescale.sql` (TimescaleDB with its full
 edition: continuous aggregates, compression, policies) and `NNNN_name.timescale-apache.sql`
 (TimescaleDB's Apache-2 edition: hypertables and `time_bucket` only; where it has no variant
-of its own it takes the `timescale` one). The flavor is chosen once, by what works: TimescaleDB
-only when the extension can actually be created (it must be preloaded by the server), unless
-GRIDSHARE_DB_FLAVOR forces a choice; each applied migration records the flavor it ran with.
+of its own it takes the plain-PostgreSQL one, since what the full edition's variants use
+(continuous aggregates, compression, policies) is what it lacks). The flavor is chosen once,
+by what works: TimescaleDB only when the extension can actually be created (it must be
+preloaded by the server), unless GRIDSHARE_DB_FLAVOR forces a choice; each applied migration
+records the flavor it ran with.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ class Flavor(StrEnum):
     def variants(self) -> tuple[str, ...]:
         """Migration file variants this flavor takes, most specific first."""
         if self is Flavor.TIMESCALE_APACHE:
-            return (self.value, Flavor.TIMESCALE.value)
+            return (self.value, Flavor.POSTGRES.value)
         return (self.value,)
 
     @property

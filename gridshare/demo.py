@@ -98,6 +98,8 @@ class Children:
 def run(settings: Settings, plan: DemoPlan, once: bool, fresh: bool) -> None:
     """The demo (see module docstring). Stops everything it started on exit."""
     console = Console()
+    if fresh and settings.db_external:
+        _refuse_used_external_database(settings)
     if fresh:
         Children(settings).stop()
         stack.down(settings)
@@ -144,6 +146,17 @@ def run(settings: Settings, plan: DemoPlan, once: bool, fresh: bool) -> None:
         for service in reversed(stack.services(settings)):
             if started[service.name]:
                 service.down()
+
+
+def _refuse_used_external_database(settings: Settings) -> None:
+    """`--fresh` empties the state dir (chain, keys), never someone else's database: a fresh
+    demo on an external database needs one without gridshare's schema."""
+    with db.connect(settings) as conn:
+        if db.schema_flavor(conn) is not None:
+            raise GridshareError(
+                "demo --fresh: the external database at GRIDSHARE_DB_URL already holds a "
+                "gridshare schema; give it an empty database or run without --fresh"
+            )
 
 
 def _simulate(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import psycopg
 import pytest
@@ -15,6 +16,7 @@ from gridshare.core.db import Flavor
 from gridshare.core.errors import ConfigError
 from gridshare.core.settings import Settings
 from gridshare.core.stack.postgres import timescaledb_installed
+from tests.support import admin_url, database_url
 
 TIMESCALE_CALLS = {
     "create_hypertable",
@@ -28,12 +30,10 @@ TIMESCALE_CALLS = {
 def fresh_db(stack_settings: Settings):
     """A new empty database on the session stack, dropped afterwards."""
     name = f"m_{uuid.uuid4().hex[:10]}"
-    admin = f"postgresql://postgres@127.0.0.1:{stack_settings.db_port}/postgres"
+    admin = admin_url(stack_settings)
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" OWNER gridshare')
-    yield stack_settings.model_copy(
-        update={"db_url": f"postgresql://gridshare@127.0.0.1:{stack_settings.db_port}/{name}"}
-    )
+        conn.execute(f'CREATE DATABASE "{name}" OWNER "{urlsplit(stack_settings.db_url).username}"')
+    yield stack_settings.model_copy(update={"db_url": database_url(stack_settings, name)})
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 

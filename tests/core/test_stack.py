@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import paho.mqtt.client as mqtt
@@ -22,7 +23,7 @@ from gridshare.core import stack
 from gridshare.core.broker_auth import ADMIN_USER, BrokerAuth
 from gridshare.core.settings import Settings
 from gridshare.core.stack.process import port_open
-from tests.support import stack_settings_for
+from tests.support import admin_url, database_url, stack_settings_for
 
 GRIDSHARE = str(Path(sys.executable).with_name("gridshare"))
 
@@ -77,12 +78,12 @@ def test_external_database_is_left_to_its_owner(
     """GRIDSHARE_DB_EXTERNAL: `stack up` runs only the broker and the chain and migrates the
     database it is given; `stack down` leaves that database running."""
     name = f"ext_{uuid.uuid4().hex[:8]}"
-    admin = f"postgresql://postgres@127.0.0.1:{stack_settings.db_port}/postgres"
+    admin = admin_url(stack_settings)
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" OWNER gridshare')
+        conn.execute(f'CREATE DATABASE "{name}" OWNER "{urlsplit(stack_settings.db_url).username}"')
     external = private_stack.model_copy(
         update={
-            "db_url": f"postgresql://gridshare@127.0.0.1:{stack_settings.db_port}/{name}",
+            "db_url": database_url(stack_settings, name),
             "db_external": True,
         }
     )
