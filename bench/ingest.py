@@ -575,6 +575,7 @@ def start_stack(settings: Settings) -> None:
 
 
 def main() -> None:
+    load_at_start = round(os.getloadavg()[0], 2)
     with tempfile.TemporaryDirectory(prefix="gridshare-bench-ingest-") as tmp:
         settings = Settings(
             state_dir=Path(tmp) / "state",
@@ -597,6 +598,7 @@ def main() -> None:
         "benchmark": "ingest",
         "cpus": os.cpu_count(),
         "db_flavor": flavor,
+        "loadavg_1m_at_start": load_at_start,
         "loadavg_1m": round(os.getloadavg()[0], 2),
         "fleets": fleets,
         "committed_msgs_per_s": min(f["committed_msgs_per_s"] for f in fleets.values()),
@@ -606,6 +608,8 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
+    if not result["meets_target"]:
+        sys.exit(1)
 
 
 if __name__ == "__main__":
