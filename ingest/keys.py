@@ -61,6 +61,8 @@ class OnchainSigners:
             self._spans[device_id] = spans
         if not spans:
             return False, None
+        if len(spans) == 1 and spans[0].valid_from is None:  # never rotated: no time to compare
+            return True, spans[0].address
         return True, next((s.address for s in spans if s.holds(moment)), None)
 
     def refresh(self, force: bool = False) -> bool:
