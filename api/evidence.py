@@ -15,6 +15,8 @@ from typing import Any
 from psycopg import AsyncConnection
 
 from gridshare.api.schemas import EvidenceReading, Exclusion, StoredMeters
+from gridshare.core.chain.device_keys import KeySpan
+from gridshare.oracle.provenance import StoredReading, check_reading
 
 ROLES = ("first", "before_start", "from_start", "before_end", "from_end")
 
@@ -96,3 +98,20 @@ async def determining_readings(
 
 def exclusion(reason: str, detail: str | None) -> Exclusion | None:
     return Exclusion(reason=reason, detail=detail) if reason else None
+
+
+def check(device_id: str, reading: EvidenceReading, spans: list[KeySpan]) -> str | None:
+    """What is wrong with a served reading (signed bytes against the stored values, the
+    signature against the device's on-chain key then), or None."""
+    stored = StoredReading(
+        device_id,
+        reading.stored.time,
+        reading.seq,
+        reading.stored.energy_wh_total,
+        reading.stored.revenue_minor_total,
+        reading.stored.sessions_total or 0,
+        (reading.payload or "").encode("utf-8"),
+        bytes.fromhex((reading.sig or "0x").removeprefix("0x")),
+    )
+    failed = check_reading(stored, spans)
+    return f"{failed[0]}: {failed[1]}" if failed else None

@@ -201,6 +201,13 @@ class ProofCheck(BaseModel):
     valid: bool = Field(description="verifyLeaf on the attestation registry")
     onchain_root: str | None
     registry: str
+    signatures: int = Field(description="device-signed readings the leaf is derived from")
+    signatures_verified: int = Field(
+        description="how many of them say what is stored and recover to the key the device "
+        "held on-chain at their time (checked by the API; `gridshare audit` re-checks)"
+    )
+    signature_problems: list[str]
+    excluded: str | None = Field(description="why the leaf counts nothing, if it does not")
 
 
 class StoredMeters(BaseModel):

@@ -282,6 +282,16 @@ async def verify(
         )
     except Exception as exc:
         raise ApiError(503, "chain_unavailable", "chain unreachable; retry later") from exc
+    start, end, cutoff, _, _ = await _head(conn, pool, epoch)
+    readings = (await evidence.determining_readings(conn, [device_id], start, end, cutoff))[
+        device_id
+    ]
+    try:
+        spans = (await ctx.chain.device_keys()).spans(device_id)
+    except Exception as exc:
+        raise ApiError(503, "chain_unavailable", "chain unreachable; retry later") from exc
+    problems = [p for r in readings if (p := evidence.check(device_id, r, spans))]
+    rows = await evidence.leaf_rows(conn, pool, epoch, "", 1, only=device_id)
     return ProofCheck(
         pool=pool,
         epoch=epoch,
@@ -290,6 +300,10 @@ async def verify(
         valid=valid,
         onchain_root=root if int(root, 16) else None,
         registry=registry,
+        signatures=len(readings),
+        signatures_verified=len(readings) - len(problems),
+        signature_problems=problems,
+        excluded=rows[0][3] or None if rows else None,
     )
 
 

@@ -98,6 +98,8 @@ def test_proof_verifies_against_the_onchain_root(client: TestClient, attested: A
     check = client.get(f"{url}/verify").json()
     assert check["valid"] is True
     assert check["onchain_root"] == proof["merkle_root"]
+    assert check["signatures"] >= 2 and check["signatures_verified"] == check["signatures"]
+    assert check["signature_problems"] == [] and check["excluded"] is None
     # a wrong epoch / unknown device are 404s, not errors
     assert client.get(f"/v1/pools/{POOL}/attestations/99/proof/{device}").status_code == 404
     assert client.get(f"/v1/pools/{POOL}/attestations/2/proof/cp-none").status_code == 404
