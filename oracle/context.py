@@ -14,6 +14,7 @@ from gridshare.core.chain.deployment import DeploymentRecord, read_deployment
 from gridshare.core.chain.device_keys import DeviceKeys
 from gridshare.core.settings import Settings
 from gridshare.oracle.provenance import ChainView
+from gridshare.oracle.remote import RemoteSigner
 from gridshare.oracle.settings import OracleSettings
 from gridshare.oracle.signer import OracleSigner
 
@@ -67,16 +68,23 @@ class OracleContext:
     def threshold(self) -> int:
         return int(self.client.call(self.registry.functions.threshold()))
 
+    def signer(self, account: ChainAccount, db_url: str | None = None) -> OracleSigner:
+        """A signer for one key, reading `db_url` and its own view of the chain."""
+        return OracleSigner(
+            account=account,
+            db_url=db_url or self.settings.db_url,
+            chain_id=self.settings.chain_id,
+            registry=self.registry_address,
+            settings=self.oracle,
+            chain=self.chain_view(),
+        )
+
     @cached_property
-    def signers(self) -> list[OracleSigner]:
+    def signers(self) -> list[OracleSigner | RemoteSigner]:
+        """Every oracle key: in this process, or its own process where a URL is set."""
         return [
-            OracleSigner(
-                account=account,
-                db_url=self.oracle.signer_db_urls.get(i, self.settings.db_url),
-                chain_id=self.settings.chain_id,
-                registry=self.registry_address,
-                settings=self.oracle,
-                chain=self.chain_view(),
-            )
+            RemoteSigner(account.address, url, self.oracle.signer_timeout_seconds)
+            if (url := self.oracle.signer_urls.get(i))
+            else self.signer(account, self.oracle.signer_db_urls.get(i))
             for i, account in enumerate(self.accounts.oracles)
         ]

@@ -80,6 +80,12 @@ def signer_of(signed_bytes: bytes, sig: bytes) -> str | None:
     return address
 
 
+def clear_cache() -> None:
+    """Forget every recovered signer (benchmarks measure the recovery itself)."""
+    with _recover_lock:
+        _recovered.clear()
+
+
 def check_reading(reading: StoredReading, spans: Sequence[KeySpan]) -> tuple[str, str] | None:
     """(exclusion reason, detail) when the reading is not what its device signed, else None."""
     where = f"seq {reading.seq}"

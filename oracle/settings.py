@@ -26,6 +26,9 @@ class OracleSettings(BaseSettings):
     auto_fund: bool = False  # fund what is owed after each confirmed epoch
     # signers: per-signer database URLs by index in accounts.json "oracles" (JSON object)
     signer_db_urls: dict[int, str] = Field(default_factory=dict)
+    # signers running as their own process (`gridshare oracle signer`), by the same index:
+    # JSON object {index: "http://host:port"}; the others run in the oracle's process
+    signer_urls: dict[int, str] = Field(default_factory=dict)
     signer_timeout_seconds: float = Field(default=120, gt=0)
     sign_attempts: int = Field(default=2, ge=1)  # recompute once when signers disagree
     # submission
