@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response
 
 from gridshare.api import pagination
+from gridshare.api.attested import income_buckets
 from gridshare.api.deps import Conn, Context
 from gridshare.api.errors import bad_request, not_found
 from gridshare.api.readings import BUCKETS, EPOCH, MAX_POINTS, align, bucketed, micros
@@ -231,11 +232,12 @@ async def income(
     end: End = None,
     bucket: Bucket = "1h",
 ) -> Response:
-    """Revenue meter differences at the bucket bounds: buckets inside a settlement period add
-    up exactly to the device's figure in that period's attestation."""
+    """Revenue meter differences at the bucket bounds: inside an attested settlement period
+    the meter as the oracle read it (its data cutoff, its used start and end values), so the
+    buckets add up exactly to the device's attested figure, late readings included."""
     lo, hi, step = window(start, end, bucket)
     await _known(conn, device_id)
-    buckets = await bucketed(ctx.store, conn, device_id, lo, hi, step, with_stats=False)
+    buckets = await income_buckets(ctx.store, conn, device_id, lo, hi, step)
     points = [IncomePoint(start=b.start, end=b.end, revenue_minor=b.revenue_minor) for b in buckets]
     series = IncomeSeries(
         device_id=device_id,

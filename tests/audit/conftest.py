@@ -4,7 +4,7 @@ through."""
 
 from __future__ import annotations
 
-from tests.api.conftest import api_settings, server
+from tests.api.conftest import api_settings, client, server
 from tests.oracle.conftest import ctx, db, deployed
 
-__all__ = ["api_settings", "ctx", "db", "deployed", "server"]
+__all__ = ["api_settings", "client", "ctx", "db", "deployed", "server"]
