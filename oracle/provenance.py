@@ -33,7 +33,7 @@ from gridshare.oracle.leaves import DeviceLeaf
 
 EMPTY_ROOT = b"\x00" * 32
 _RECOVER_CACHE_SIZE = 200_000
-_recovered: dict[tuple[bytes, bytes], str | None] = {}
+_recovered: dict[tuple[bytes, bytes], str | threading.Event | None] = {}
 _recover_lock = threading.Lock()
 
 
@@ -64,19 +64,32 @@ _FIELDS = (
 
 
 def signer_of(signed_bytes: bytes, sig: bytes) -> str | None:
-    """The address that signed the bytes (EIP-191), None when the signature is unusable."""
+    """The address that signed the bytes (EIP-191), None when the signature is unusable.
+    Single-flight: a signer thread asking for a recovery another is doing waits for it."""
     key = (signed_bytes, sig)
-    found = _recovered.get(key, "")
-    if found != "":
-        return found
-    try:
-        address: str | None = recover(signed_bytes, "0x" + sig.hex())
-    except SignatureError:
-        address = None
     with _recover_lock:
-        if len(_recovered) >= _RECOVER_CACHE_SIZE:
-            _recovered.clear()
-        _recovered[key] = address
+        found = _recovered.get(key, "")
+        if isinstance(found, threading.Event):
+            pending = found
+        elif found != "":
+            return found
+        else:
+            pending = None
+            _recovered[key] = mine = threading.Event()
+    if pending is not None:
+        pending.wait()
+        return signer_of(signed_bytes, sig)
+    address: str | None = None
+    try:
+        address = recover(signed_bytes, "0x" + sig.hex())
+    except SignatureError:
+        pass
+    finally:
+        with _recover_lock:
+            if len(_recovered) >= _RECOVER_CACHE_SIZE:
+                _recovered.clear()
+            _recovered[key] = address
+        mine.set()
     return address
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from eth_utils import keccak, to_checksum_address
+from sha3 import keccak_256  # C keccak: device ids are hashed per lookup
 from web3 import Web3
 
 REGISTERED = keccak(text="DeviceRegistered(bytes32,address,bytes32)")
@@ -100,6 +101,10 @@ class DeviceKeys:
         return next(
             (s for s in self._spans.get(keccak(text=device_id), []) if s.holds(moment)), None
         )
+
+
+def _id(device_id: str) -> bytes:
+    return keccak_256(device_id.encode("utf-8")).digest()
 
 
 def _address(topic: bytes) -> str:
