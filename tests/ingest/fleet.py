@@ -154,7 +154,7 @@ class IngestProcess:
         if wait:
             wait_until(
                 lambda: "ingest worker running" in self.log() or self.proc.poll() is not None,
-                30,
+                120,  # importing the CLI alone took 48 s on this shared machine under load
                 "worker started",
             )
             assert self.proc.poll() is None, self.log()
