@@ -10,15 +10,18 @@ down and reports the chain's state in /health.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from eth_utils import to_checksum_address
 from web3 import Web3
 
 from gridshare.api.metrics import CHAIN_READS
+from gridshare.api.schemas import Attestation
 from gridshare.core.chain import ChainClient, DeploymentRecord, read_deployment
 from gridshare.core.chain.deployment import deployment_path
 from gridshare.core.chain.device_keys import DeviceKeys
@@ -26,6 +29,7 @@ from gridshare.core.settings import Settings
 
 T = TypeVar("T")
 RPC_TIMEOUT = 3.0
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,7 @@ class PoolChainFigures:
     claimed: int
     distributed: int
     stablecoin_decimals: int
+    pending: int  # investor share still in the challenge window
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,20 @@ class HoldingFigures:
     supply: int
     claimable: int
     claimed: int
+    frozen: bool
+    lost: bool
+
+
+SETTLEMENT = {0: "none", 1: "pending", 2: "final", 3: "vetoed"}  # epochStatus values
+
+
+@dataclass(frozen=True)
+class EpochSettlement:
+    """An epoch's state in the challenge window, as of the chain's clock."""
+
+    status: str  # none, pending, final, vetoed
+    challenge_ends: int | None  # Unix time (None when none or vetoed)
+    seconds_left: int | None  # while pending
 
 
 class ChainUnavailable(Exception):
@@ -133,22 +152,24 @@ class ChainReader:
             client = self.client()
             token = client.contract("RevenueShareToken", entry.token)
             registry = client.contract("AttestationRegistry", record.address("AttestationRegistry"))
-            stable = client.contract("TestStablecoin", record.address("TestStablecoin"))
+            stable = client.contract("TestStablecoin", record.stablecoin)
             pid = bytes.fromhex(entry.pool_id.removeprefix("0x"))
             with client.w3.batch_requests() as batch:
                 batch.add(token.functions.symbol())
                 batch.add(token.functions.decimals())
                 batch.add(token.functions.totalSupply())
                 batch.add(registry.functions.latestEpoch(pid))
-                batch.add(registry.functions.attested(pid))
+                # finality follows the clock: read as of the next block, whose time is now
+                batch.add(registry.functions.attested(pid).call(block_identifier="pending"))
                 batch.add(registry.functions.funded(pid))
-                batch.add(registry.functions.owed(pid))
+                batch.add(registry.functions.owed(pid).call(block_identifier="pending"))
                 batch.add(token.functions.totalFunded())
                 batch.add(stable.functions.balanceOf(entry.token))
                 batch.add(stable.functions.decimals())
+                batch.add(registry.functions.pendingAmount(pid).call(block_identifier="pending"))
                 values = batch.execute()
             symbol, decimals, supply, latest, attested, funded, owed = values[:7]
-            distributed, unclaimed, stable_decimals = values[7:]
+            distributed, unclaimed, stable_decimals, pending = values[7:]
             # The token holds what it was paid and holders have not claimed yet.
             claimed = max(0, distributed - unclaimed)
             return PoolChainFigures(
@@ -163,6 +184,7 @@ class ChainReader:
                 claimed,
                 distributed,
                 stable_decimals,
+                pending,
             )
 
         return await self.cached(("pool", name), read)
@@ -183,9 +205,11 @@ class ChainReader:
                     batch.add(token.functions.totalSupply())
                     batch.add(token.functions.claimable(holder))
                     batch.add(token.functions.claimed(holder))
+                    batch.add(token.functions.isFrozen(holder))
+                    batch.add(token.functions.isLost(holder))
                 values = batch.execute() if names else []
             return {
-                name: HoldingFigures(*values[5 * i : 5 * i + 5]) for i, name in enumerate(names)
+                name: HoldingFigures(*values[7 * i : 7 * i + 7]) for i, name in enumerate(names)
             }
 
         return await self.cached(("holdings", holder), read)
@@ -203,6 +227,32 @@ class ChainReader:
             return self._keys
 
         return await self.cached(("device_keys",), read)
+
+    async def settlement(self, pool_id: str, epochs: list[int]) -> dict[int, EpochSettlement]:
+        """Each epoch's status and challenge window end, read as of the next block (the
+        chain's present, even when no block was mined lately)."""
+
+        def read() -> dict[int, EpochSettlement]:
+            client = self.client()
+            registry = client.contract(
+                "AttestationRegistry", self.record().address("AttestationRegistry")
+            )
+            pid = bytes.fromhex(pool_id.removeprefix("0x"))
+            now = int(client.w3.eth.get_block("pending")["timestamp"])
+            with client.w3.batch_requests() as batch:
+                for epoch in epochs:
+                    fns = registry.functions
+                    batch.add(fns.epochStatus(pid, epoch).call(block_identifier="pending"))
+                    batch.add(fns.challengeEnds(pid, epoch).call(block_identifier="pending"))
+                values = batch.execute() if epochs else []
+            result = {}
+            for i, epoch in enumerate(epochs):
+                status, ends = SETTLEMENT[int(values[2 * i])], int(values[2 * i + 1])
+                left = max(0, ends - now) if status == "pending" else None
+                result[epoch] = EpochSettlement(status, ends or None, left)
+            return result
+
+        return await self.cached(("settlement", pool_id, tuple(epochs)), read)
 
     async def verify_leaf(
         self, pool_id: str, epoch: int, leaf: str, proof: list[str]
@@ -225,3 +275,27 @@ class ChainReader:
 
         CHAIN_READS.labels("ok").inc()
         return await asyncio.to_thread(read)
+
+
+async def with_settlement(
+    reader: ChainReader, pool_id: str, items: list[Attestation]
+) -> list[Attestation]:
+    """The attestations with their on-chain settlement state; unchanged (null) while the
+    chain is unreachable, so the database's figures are still served."""
+    try:
+        states = await reader.settlement(pool_id, [a.epoch for a in items])
+    except Exception as exc:  # the chain is down or not deployed: serve what we have
+        log.warning("settlement state unavailable", extra={"fields": {"error": str(exc)}})
+        return items
+    return [
+        a.model_copy(
+            update={
+                "settlement": states[a.epoch].status,
+                "challenge_ends": datetime.fromtimestamp(states[a.epoch].challenge_ends, UTC)
+                if states[a.epoch].challenge_ends
+                else None,
+                "seconds_left": states[a.epoch].seconds_left,
+            }
+        )
+        for a in items
+    ]

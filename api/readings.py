@@ -199,9 +199,10 @@ class RawReadings:
 class HourlyReadings:
     """From the hourly aggregate for whole-hour buckets; raw probes only outside the range.
 
-    Meters never decrease, so an hourly row's min/max meters are its first/last readings'.
-    The neighbours of an hour bound are the last reading of the latest non-empty hour before
-    it and the first reading of the first non-empty hour from it on: knots of those rows.
+    An hourly row carries its first and last readings in the oracle's order (device time,
+    then seq), each with its own meters. The neighbours of an hour bound are the last reading
+    of the latest non-empty hour before it and the first reading of the first non-empty hour
+    from it on: knots of those rows.
     """
 
     ROWS_SQL = """

@@ -125,7 +125,10 @@ class PoolRevenue(BaseModel):
     attested_minor: int = Field(description="gross device revenue attested, minor units")
     investor_attested: str = UintString
     funded: str = UintString
-    owed: str = Field(pattern=r"^[0-9]+$", description="attested for investors, not yet funded")
+    owed: str = Field(pattern=r"^[0-9]+$", description="final for investors, not yet funded")
+    pending: str = Field(
+        default="0", pattern=r"^[0-9]+$", description="attested, still in the challenge window"
+    )
     distributed: str = Field(
         pattern=r"^[0-9]+$", description="paid into the token, allotted to holders pro rata"
     )
@@ -166,6 +169,13 @@ class Attestation(BaseModel):
     signers: list[str]
     state: str
     tx_hash: str | None
+    settlement: Literal["none", "pending", "final", "vetoed"] | None = Field(
+        default=None,
+        description="on-chain: pending in the challenge window, final, or vetoed (null while "
+        "the chain is unreachable)",
+    )
+    challenge_ends: datetime | None = Field(default=None, description="end of the window")
+    seconds_left: int | None = Field(default=None, description="of the window, while pending")
 
 
 class AttestationPage(BaseModel):
@@ -343,6 +353,11 @@ class Holding(BaseModel):
     share_bps: int = Field(description="balance / supply, basis points (floored)")
     claimable: str = UintString
     claimed: str = UintString
+    status: Literal["active", "frozen", "recovered"] = Field(
+        default="active",
+        description="frozen: no transfer or claim until unfrozen (revenue keeps accruing); "
+        "recovered: the wallet was replaced, its tokens and revenue moved",
+    )
 
 
 class Portfolio(BaseModel):

@@ -14,7 +14,9 @@ records the flavor it ran with.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import time
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -186,11 +188,13 @@ def migrate(settings: Settings) -> list[str]:
                 " version integer PRIMARY KEY, name text NOT NULL, flavor text NOT NULL,"
                 " applied_at timestamptz NOT NULL DEFAULT now())"
             )
+            conn.execute("ALTER TABLE schema_migrations ADD COLUMN IF NOT EXISTS checksum text")
             flavor = schema_flavor(conn) or detect_flavor(settings)
             _check_forced(settings, flavor)
-            done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+            done = dict(conn.execute("SELECT version, checksum FROM schema_migrations").fetchall())
             for migration in migrations(flavor):
                 if migration.version in done:
+                    _check_unchanged(migration, done[migration.version])
                     continue
                 _apply(conn, migration, flavor)
                 applied_now.append(migration.path.name)
@@ -198,6 +202,21 @@ def migrate(settings: Settings) -> list[str]:
             if not conn.closed:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
     return applied_now
+
+
+def checksum(migration: Migration) -> str:
+    """SHA-256 of a migration file: recorded when applied, compared on every later run."""
+    return hashlib.sha256(migration.path.read_bytes()).hexdigest()
+
+
+def _check_unchanged(migration: Migration, recorded: str | None) -> None:
+    """A migration is never edited once applied: a changed file means this database and a
+    fresh one would differ. (Rows from before checksums were recorded hold none.)"""
+    if recorded is not None and recorded != checksum(migration):
+        raise MigrationError(
+            f"migration {migration.path.name} was edited after this database applied it; "
+            "restore the file and put the change in a new migration"
+        )
 
 
 def _check_forced(settings: Settings, flavor: Flavor) -> None:
@@ -222,12 +241,14 @@ def _apply(conn: psycopg.Connection, migration: Migration, flavor: Flavor) -> No
     `-- migrate:no-transaction` (TimescaleDB continuous aggregates refuse transactions)."""
     sql = migration.path.read_text()
     log.info("applying migration", extra={"fields": {"migration": migration.path.name}})
-    record = "INSERT INTO schema_migrations (version, name, flavor) VALUES (%s, %s, %s)"
-    values = (migration.version, migration.name, flavor.value)
+    record = (
+        "INSERT INTO schema_migrations (version, name, flavor, checksum) VALUES (%s, %s, %s, %s)"
+    )
+    values = (migration.version, migration.name, flavor.value, checksum(migration))
     try:
         if sql.startswith(NO_TRANSACTION):
             for statement in split_statements(sql):
-                conn.execute(statement.encode(), prepare=False)
+                _execute_racing_jobs(conn, statement)
             conn.execute(record, values)
             return
         with conn.transaction():
@@ -235,6 +256,22 @@ def _apply(conn: psycopg.Connection, migration: Migration, flavor: Flavor) -> No
             conn.execute(record, values)
     except psycopg.Error as exc:
         raise MigrationError(f"migration {migration.path.name} failed: {_first_line(exc)}") from exc
+
+
+def _execute_racing_jobs(conn: psycopg.Connection, statement: str, tries: int = 5) -> None:
+    """One autocommitted statement, tried again when it lost a race with a TimescaleDB
+    background job: dropping a continuous aggregate (or its policy) while the scheduler runs
+    that policy, as it does right after a fresh database's earlier migration created it, can
+    fail with "tuple concurrently deleted/updated". The failed statement changed nothing."""
+    for attempt in range(tries):
+        try:
+            conn.execute(statement.encode(), prepare=False)
+            return
+        except psycopg.errors.InternalError_ as exc:
+            if "tuple concurrently" not in str(exc) or attempt == tries - 1:
+                raise
+            log.info("retrying a statement", extra={"fields": {"error": _first_line(exc)}})
+            time.sleep(0.5 * (attempt + 1))
 
 
 def split_statements(sql: str) -> list[str]:

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     oracles: int = Field(default=5, ge=1, le=20)
     oracle_threshold: int = Field(default=3, ge=1, le=20)
     pool_share_bps: int = Field(default=7000, ge=0, le=10000)  # investors' revenue share
+    stablecoin_address: str = ""  # an existing ERC-20 for `deploy`; empty: a test coin
+    # challenge window of new attestations; None: 60 s on the local chain, 24 h elsewhere
+    challenge_period_seconds: int | None = Field(default=None, ge=60, le=7 * 86400)
 
     @property
     def db_port(self) -> int:

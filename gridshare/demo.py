@@ -1,8 +1,9 @@
 """`gridshare demo`: the whole platform end to end on the local stack.
 
 Stack up, deploy, provision one pool per device type, then run the simulator in-process for
-14 simulated days while the real ingest worker, oracle loop (funding every confirmed epoch)
-and API run as child processes; one investor claims; a summary table per pool. Children are
+14 simulated days while the real ingest worker, oracle loop (funding what becomes final)
+and API run as child processes; the local chain's clock is moved past the challenge window,
+everything final is funded, one investor claims; a summary table per pool. Children are
 detached processes with pid files, so an interrupted demo is resumed, not duplicated.
 """
 
@@ -130,6 +131,7 @@ def run(settings: Settings, plan: DemoPlan, once: bool, fresh: bool) -> None:
         children.start("api", ["api"])
         _simulate(settings, plan, provisioned.pools, children, console)
         ctx = OracleContext.create(settings)
+        _pass_challenge_window(ctx, console)
         for pool in provisioned.pools:
             funding.fund(ctx, pool)
         claims = {
@@ -146,6 +148,14 @@ def run(settings: Settings, plan: DemoPlan, once: bool, fresh: bool) -> None:
         for service in reversed(stack.services(settings)):
             if started[service.name]:
                 service.down()
+
+
+def _pass_challenge_window(ctx: OracleContext, console: Console) -> None:
+    """Attested epochs are pending for the challenge window; rather than wait for it, move
+    the local chain's clock past it (Anvil's evm_increaseTime), so they are final."""
+    window = int(ctx.client.call(ctx.registry.functions.challengePeriod()))
+    ctx.client.increase_time(window)
+    console.print(f"chain: clock moved {window} s ahead, past the challenge window")
 
 
 def _refuse_used_external_database(settings: Settings) -> None:

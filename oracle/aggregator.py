@@ -20,7 +20,7 @@ import psycopg
 from gridshare.core import db
 from gridshare.core.chain.attestation import Attestation, ordered_signatures
 from gridshare.core.errors import ContractRevert, GridshareError
-from gridshare.oracle import guard, metrics, submitter
+from gridshare.oracle import challenges, guard, metrics, submitter
 from gridshare.oracle.context import OracleContext
 from gridshare.oracle.figures import ComputedEpoch, compute_epoch
 from gridshare.oracle.leaves import text_id
@@ -72,6 +72,9 @@ def attest_next(ctx: OracleContext, pool: str, force: bool = False) -> Outcome:
         if not (locked and locked[0]):
             return Outcome(pool, None, "busy", f"{pool}: another oracle process is attesting it")
         try:
+            ctx.refresh()
+            ctx.sync_pool_terms(conn, pool)
+            challenges.reopen_vetoed(ctx, conn, pool)
             return _step(ctx, conn, pool, force)
         finally:
             conn.execute("SELECT pg_advisory_unlock(hashtext('gridshare-oracle:' || %s))", (pool,))
@@ -157,7 +160,7 @@ def _prepare(
         try:
             prepared.append(future.result(timeout=ctx.oracle.signer_timeout_seconds))
         except FutureTimeout:
-            prepared.append(Prepared(signer, None, None, "failed: timed out"))
+            prepared.append(Prepared(signer, None, None, "failed: timed out", None))
     executor.shutdown(wait=False)
     return prepared
 
@@ -193,7 +196,7 @@ def _save(
 ) -> EpochRow:
     flags = guard.check(conn, computed, ctx.oracle)
     state = EpochState.WITHHELD if flags and not force else EpochState.COMPUTED
-    digest = computed.attestation.digest(ctx.settings.chain_id, ctx.registry_address)
+    digest = computed.attestation.digest(ctx.signing_context(computed.pool))
     notes = [dict(f, forced=force) for f in flags]
     save_computed(conn, computed, digest, state, notes, forced=force and bool(flags))
     a = computed.attestation
@@ -231,6 +234,7 @@ def _advance(ctx: OracleContext, conn: psycopg.Connection, row: EpochRow, force:
                 f"then run `gridshare oracle attest --pool {row.pool} --force`",
             )
         row = _save(ctx, conn, _compute(ctx, conn, row.pool, row.epoch), force=True)
+    row = _resign_if_stale(ctx, conn, row, (EpochState.COMPUTED, EpochState.SIGNED))
     if row.state is EpochState.COMPUTED:
         row = _collect_signatures(ctx, conn, row)
         if row.state is EpochState.FLAGGED:
@@ -451,8 +455,37 @@ def _confirm(ctx: OracleContext, conn: psycopg.Connection, row: EpochRow) -> Epo
     if not mined.ok:
         if (reconciled := _reconcile_onchain(ctx, conn, row)) is not None:
             return reconciled
+        ctx.refresh()
+        if (fresh := _resign_if_stale(ctx, conn, row, (EpochState.SUBMITTED,))) is not row:
+            return fresh
         return _flag(conn, row, "chain_refused", mined.revert)
     return _confirmed(conn, row, mined.tx_hash, mined.block_number, mined.gas_used)
+
+
+def _resign_if_stale(
+    ctx: OracleContext, conn: psycopg.Connection, row: EpochRow, states: tuple[EpochState, ...]
+) -> EpochRow:
+    """An epoch whose digest no longer matches the registry (oracle set changed) goes back
+    to computed under the current digest, to be signed again; others are returned as is."""
+    if row.state not in states:
+        return row
+    digest = "0x" + attestation_of(row).digest(ctx.signing_context(row.pool)).hex()
+    if digest == row.digest:
+        return row
+    _log("oracle set changed; signing again", row.pool, row.epoch, old=row.digest, new=digest)
+    transition(
+        conn,
+        row.pool,
+        row.epoch,
+        states,
+        EpochState.COMPUTED,
+        digest=digest,
+        signers=None,
+        signatures=None,
+    )
+    fresh = load_epoch(conn, row.pool, row.epoch)
+    assert fresh is not None
+    return fresh
 
 
 def _reconcile_onchain(

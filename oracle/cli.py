@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
@@ -66,15 +67,23 @@ def signer(
 
 @operator_app.command("fund")
 def fund(pool: str = typer.Option(..., "--pool", help="Pool name.")) -> None:
-    """Pay the pool's investors everything attested and not yet funded."""
+    """Pay the pool's investors what is final and not yet funded; say when the rest is."""
     paid = funding.fund(_context(), pool)
     if paid.amount == 0:
-        console.print(f"{pool}: nothing owed", highlight=False, soft_wrap=True)
-        return
-    minted = f" (minted {paid.minted} to the operator first)" if paid.minted else ""
-    console.print(
-        f"{pool}: funded {paid.amount} units in tx {paid.tx_hash}{minted}", soft_wrap=True
-    )
+        console.print(f"{pool}: nothing final is owed", highlight=False, soft_wrap=True)
+    else:
+        minted = f" (minted {paid.minted} to the operator first)" if paid.minted else ""
+        console.print(
+            f"{pool}: funded {paid.amount} units in tx {paid.tx_hash}{minted}", soft_wrap=True
+        )
+    if paid.pending and paid.next_final_at is not None:
+        when = datetime.fromtimestamp(paid.next_final_at, UTC).isoformat(timespec="seconds")
+        console.print(
+            f"{pool}: {paid.pending} units are in the challenge window; the next epoch "
+            f"becomes final at {when}, fund again then",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 @investor_app.command("claim")

@@ -117,6 +117,16 @@ def excluded_figures(f: DeviceFigures) -> DeviceFigures:
     )
 
 
+def pool_money_terms(conn: psycopg.Connection, pool: str) -> tuple[int, int]:
+    """(currency minor-unit exponent, stablecoin decimals) of the pool, as on-chain."""
+    row = conn.execute(
+        "SELECT currency_exponent, coin_decimals FROM pools WHERE name = %s", (pool,)
+    ).fetchone()
+    if row is None:
+        raise LookupError(f"pool {pool} is unknown")
+    return int(row[0]), int(row[1])
+
+
 def compute_epoch(
     conn: psycopg.Connection,
     grid: PoolGrid,
@@ -184,7 +194,7 @@ def compute_epoch(
         period_end=to_unix(end),
         energy_wh=sum(f.energy_wh for f in figures),
         revenue_minor=revenue,
-        investor_amount=investor_amount(revenue, share_bps),
+        investor_amount=investor_amount(revenue, share_bps, *pool_money_terms(conn, grid.pool)),
         device_count=len(leaves),
         leaves_root=root,
     )

@@ -1,4 +1,7 @@
-"""The money side: the operator funds what was attested, investors claim their part."""
+"""The money side: the operator funds what is final and owed, investors claim their part.
+
+Epochs in their challenge window are not owed yet; `fund` says how much is pending and when
+the next of it becomes final."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import logging
 from dataclasses import dataclass
 
 from eth_utils import to_checksum_address
+from web3.logs import DISCARD
 
 from gridshare.core.chain.accounts import ChainAccount
 from gridshare.core.errors import ContractRevert, GridshareError
@@ -15,13 +19,27 @@ from gridshare.oracle.leaves import text_id
 log = logging.getLogger(__name__)
 FUND_ATTEMPTS = 3
 LOCAL_CHAIN_IDS = (31337,)  # where the admin may mint test stablecoin to the operator
+NOW = "pending"  # finality depends on the clock: read as of the next block
 
 
 @dataclass(frozen=True)
 class Payment:
-    amount: int  # stablecoin units (6 decimals)
+    amount: int  # stablecoin units (the coin's decimals)
     tx_hash: str | None
     minted: int = 0
+    pending: int = 0  # attested, still in the challenge window
+    next_final_at: int | None = None  # Unix time the next pending epoch becomes final
+
+
+def pending(ctx: OracleContext, pool_id: bytes) -> tuple[int, int | None]:
+    """(investor amount still in the window, when the first pending epoch becomes final)."""
+    functions = ctx.registry.functions
+    amount = int(ctx.client.call(functions.pendingAmount(pool_id), NOW))
+    final = int(ctx.client.call(functions.finalizedEpoch(pool_id), NOW))
+    latest = int(ctx.client.call(functions.latestEpoch(pool_id), NOW))
+    if latest <= final:
+        return amount, None
+    return amount, int(ctx.client.call(functions.challengeEnds(pool_id, final + 1), NOW))
 
 
 def fund(ctx: OracleContext, pool: str) -> Payment:
@@ -40,15 +58,19 @@ def fund(ctx: OracleContext, pool: str) -> Payment:
 
 def _fund_once(ctx: OracleContext, pool: str) -> Payment:
     pool_id = _pool_id(ctx, pool)
-    owed = int(ctx.client.call(ctx.registry.functions.owed(pool_id)))
+    owed = int(ctx.client.call(ctx.registry.functions.owed(pool_id), NOW))
+    waiting, next_final_at = pending(ctx, pool_id)
     if owed == 0:
-        return Payment(0, None)
+        return Payment(0, None, pending=waiting, next_final_at=next_final_at)
     operator = ctx.accounts.operator
-    coin = ctx.client.contract("TestStablecoin", ctx.record.address("TestStablecoin"))
+    coin = ctx.client.contract("TestStablecoin", ctx.record.stablecoin)
     balance = int(ctx.client.call(coin.functions.balanceOf(operator.address)))
     minted = 0
     if balance < owed:
-        if ctx.settings.chain_id not in LOCAL_CHAIN_IDS:
+        if (
+            ctx.settings.chain_id not in LOCAL_CHAIN_IDS
+            or "TestStablecoin" not in ctx.record.contracts
+        ):
             raise GridshareError(
                 f"operator {operator.address} holds {balance} stablecoin units but owes {owed} "
                 f"to {pool}; top it up first"
@@ -64,11 +86,22 @@ def _fund_once(ctx: OracleContext, pool: str) -> Payment:
         ctx.registry.functions.fund(pool_id, owed), operator, what=f"fund {pool}"
     )
     tx_hash = "0x" + bytes(receipt["transactionHash"]).hex()
+    funded = ctx.registry.events.Funded().process_receipt(receipt, errors=DISCARD)
+    paid = int(funded[0]["args"]["amount"]) if funded else owed  # what arrived at the token
     log.info(
         "pool funded",
-        extra={"fields": {"pool": pool, "amount": owed, "minted": minted, "tx_hash": tx_hash}},
+        extra={
+            "fields": {
+                "pool": pool,
+                "amount": paid,
+                "sent": owed,
+                "minted": minted,
+                "pending": waiting,
+                "tx_hash": tx_hash,
+            }
+        },
     )
-    return Payment(owed, tx_hash, minted)
+    return Payment(paid, tx_hash, minted, waiting, next_final_at)
 
 
 def investor(ctx: OracleContext, account: str) -> ChainAccount:

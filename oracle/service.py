@@ -31,28 +31,40 @@ def pool_names(ctx: OracleContext) -> list[str]:
 
 
 def run_round(ctx: OracleContext, stop: threading.Event) -> list[Outcome]:
-    """Attest every closed epoch of every pool (each pool until it has nothing to do)."""
+    """Attest every closed epoch of every pool (each pool until it has nothing to do); with
+    auto-funding, pay each pool what has become final since."""
     outcomes: list[Outcome] = []
     for pool in pool_names(ctx):
-        for _ in range(MAX_EPOCHS_PER_ROUND):
-            if stop.is_set():
-                return outcomes
+        outcomes.extend(_attest_pool(ctx, pool, stop))
+        if ctx.oracle.auto_fund and not stop.is_set():
             try:
-                outcome = attest_next(ctx, pool)
-                if outcome.progressed and ctx.oracle.auto_fund:
-                    funding.fund(ctx, pool)
+                funding.fund(ctx, pool)
             except GridshareError as exc:
-                log.error("pool step failed", extra={"fields": {"pool": pool, "error": str(exc)}})
-                break
-            except Exception:  # a restarting database or node: the next round resumes
-                log.exception("pool step failed", extra={"fields": {"pool": pool}})
-                break
-            outcomes.append(outcome)
-            if outcome.status not in ("waiting", "nothing"):
-                fields = {"pool": pool, "status": outcome.status}
-                log.info(outcome.message, extra={"fields": fields})
-            if not outcome.progressed:
-                break
+                log.error("funding failed", extra={"fields": {"pool": pool, "error": str(exc)}})
+            except Exception:  # a restarting node: the next round pays
+                log.exception("funding failed", extra={"fields": {"pool": pool}})
+    return outcomes
+
+
+def _attest_pool(ctx: OracleContext, pool: str, stop: threading.Event) -> list[Outcome]:
+    outcomes: list[Outcome] = []
+    for _ in range(MAX_EPOCHS_PER_ROUND):
+        if stop.is_set():
+            return outcomes
+        try:
+            outcome = attest_next(ctx, pool)
+        except GridshareError as exc:
+            log.error("pool step failed", extra={"fields": {"pool": pool, "error": str(exc)}})
+            break
+        except Exception:  # a restarting database or node: the next round resumes
+            log.exception("pool step failed", extra={"fields": {"pool": pool}})
+            break
+        outcomes.append(outcome)
+        if outcome.status not in ("waiting", "nothing"):
+            fields = {"pool": pool, "status": outcome.status}
+            log.info(outcome.message, extra={"fields": fields})
+        if not outcome.progressed:
+            break
     return outcomes
 
 

@@ -13,13 +13,14 @@ excluded from its result. A signer may read through its own database URL
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
 
 from gridshare.core.chain.accounts import ChainAccount
-from gridshare.core.chain.attestation import sign_attestation
+from gridshare.core.chain.attestation import SigningContext, sign_attestation
 from gridshare.oracle.figures import ComputedEpoch, compute_epoch
 from gridshare.oracle.periods import load_grid, watermark
 from gridshare.oracle.provenance import ChainView, ProvenanceRefused
@@ -43,12 +44,12 @@ class SignerAnswer:
 
 @dataclass(frozen=True)
 class OracleSigner:
-    """One oracle key and the database it reads."""
+    """One oracle key and the database it reads; `signing` gives, per pool, what the
+    registry binds signatures to now (oracle-set version, veto count)."""
 
     account: ChainAccount
     db_url: str
-    chain_id: int
-    registry: str
+    signing: Callable[[str], SigningContext]
     settings: OracleSettings
     chain: ChainView  # this signer's own reading of the chain
 
@@ -69,9 +70,9 @@ class OracleSigner:
             with psycopg.connect(self.db_url, autocommit=True, connect_timeout=5) as conn:
                 return self._prepare(conn, pool, epoch, cutoff)
         except ProvenanceRefused as exc:
-            return Prepared(self, None, None, f"refused: {exc}")
+            return Prepared(self, None, None, f"refused: {exc}", None)
         except (psycopg.Error, LookupError, ValueError) as exc:
-            return Prepared(self, None, None, f"failed: {exc}".splitlines()[0])
+            return Prepared(self, None, None, f"failed: {exc}".splitlines()[0], None)
 
     def _prepare(
         self, conn: psycopg.Connection, pool: str, epoch: int, cutoff: datetime | None
@@ -79,15 +80,16 @@ class OracleSigner:
         grid = load_grid(conn, pool)
         cutoff = cutoff or data_cutoff_of(conn, pool, epoch)
         if grid is None or cutoff is None:
-            return Prepared(self, None, None, "refused: epoch not found")
+            return Prepared(self, None, None, "refused: epoch not found", None)
         _, end = grid.bounds(epoch)
         mark = watermark(conn, pool, self.settings.silent_allowance_seconds, cutoff)
         if mark.at is None or mark.at < end:
-            return Prepared(self, None, None, "refused: period not closed")
+            return Prepared(self, None, None, "refused: period not closed", None)
         prev_cutoff = data_cutoff_of(conn, pool, epoch - 1) if epoch > 1 else None
         computed = compute_epoch(conn, grid, epoch, cutoff, prev_cutoff, self.settings, self.chain)
-        digest = computed.attestation.digest(self.chain_id, self.registry)
-        return Prepared(self, computed, digest, "computed")
+        signing = self.signing(pool)
+        digest = computed.attestation.digest(signing)
+        return Prepared(self, computed, digest, "computed", signing)
 
 
 @dataclass(frozen=True)
@@ -98,15 +100,13 @@ class Prepared:
     computed: ComputedEpoch | None
     digest: bytes | None
     detail: str
+    signing: SigningContext | None
 
     def sign(self) -> SignerAnswer:
         """Sign what this signer computed (nothing else can be signed through it)."""
-        if self.computed is None:
+        if self.computed is None or self.signing is None:
             return SignerAnswer(self.signer.address, self.digest, None, self.detail)
         _, signature = sign_attestation(
-            self.computed.attestation,
-            self.signer.account,
-            self.signer.chain_id,
-            self.signer.registry,
+            self.computed.attestation, self.signer.account, self.signing
         )
         return SignerAnswer(self.signer.address, self.digest, signature, "signed")

@@ -53,6 +53,7 @@ async def portfolio(
                 share_bps=share,
                 claimable=str(f.claimable),
                 claimed=str(f.claimed),
+                status="recovered" if f.lost else "frozen" if f.frozen else "active",
             )
         )
     return Portfolio(address=holder, holdings=holdings)

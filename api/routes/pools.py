@@ -9,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 
 from gridshare.api import evidence, pagination
-from gridshare.api.chain import ChainUnavailable, PoolChainFigures
+from gridshare.api.chain import ChainUnavailable, PoolChainFigures, with_settlement
 from gridshare.api.deps import Conn, Context
 from gridshare.api.errors import ApiError, not_found
 from gridshare.api.schemas import (
@@ -76,6 +76,7 @@ async def _pools(ctx: Context, conn: Conn, name: str | None) -> list[Pool]:
                 investor_attested=str(figures.investor_attested),
                 funded=str(figures.funded),
                 owed=str(figures.owed),
+                pending=str(figures.pending),
                 distributed=str(figures.distributed),
                 claimed=str(figures.claimed),
                 stablecoin_decimals=figures.stablecoin_decimals,
@@ -161,12 +162,13 @@ async def _known_pool(conn: Conn, pool: str) -> str:
     responses={404: {"model": ErrorResponse, "description": "unknown pool"}},
 )
 async def attestations(
+    ctx: Context,
     conn: Conn,
     pool: PoolName,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> AttestationPage:
-    await _known_pool(conn, pool)
+    pool_id = await _known_pool(conn, pool)
     sql = f"SELECT {ATTESTATION_COLUMNS} FROM oracle_epochs WHERE pool = %s"
     params: list[object] = [pool]
     if cursor is not None:
@@ -196,6 +198,7 @@ async def attestations(
     ]
     more = len(rows) > limit
     next_cursor = pagination.encode("attestations", [items[-1].epoch]) if more else None
+    items = await with_settlement(ctx.chain, pool_id, items)
     return AttestationPage(items=items, next_cursor=next_cursor)
 
 

@@ -205,6 +205,14 @@ async function drawChart() {
 }
 
 // ----- attestations and proofs -----
+function settlement(a) {
+  // On-chain: pending in the challenge window (with the time left), final, or vetoed.
+  if (!a.settlement || a.settlement === "none") return "";
+  const left = a.settlement === "pending" && a.seconds_left != null
+    ? ` · ${a.seconds_left >= 3600 ? `${Math.ceil(a.seconds_left / 3600)} h` : `${Math.ceil(a.seconds_left / 60)} min`} left` : "";
+  const title = a.challenge_ends ? ` title="challenge window ends ${esc(utc(a.challenge_ends))} UTC"` : "";
+  return `<span class="badge ${esc(a.settlement)}"${title}>${esc(a.settlement)}${left}</span>`;
+}
 async function loadAttestations() {
   const pool = $("#att-pool").value;
   const body = $("#attestations tbody");
@@ -223,7 +231,7 @@ async function loadAttestations() {
       <td class="num">${a.device_count}</td>
       <td class="mono" title="${esc(a.merkle_root)}">${short(a.merkle_root)}</td>
       <td title="${esc(a.signers.join("\n"))}">${a.signers.length}</td>
-      <td><span class="badge ${esc(a.state)}">${esc(a.state)}</span></td>
+      <td><span class="badge ${esc(a.state)}">${esc(a.state)}</span> ${settlement(a)}</td>
       <td class="mono" title="${esc(a.tx_hash || "")}">${short(a.tx_hash)}</td>
       <td><span class="verify-row"><select class="proof-device" aria-label="device">${options}</select>
         <button class="small verify" data-epoch="${a.epoch}">Check proof</button></span></td>
@@ -292,10 +300,11 @@ async function signIn() {
     if (!res.ok) throw new Error(body.error?.message || res.statusText);
     box.className = "";
     box.innerHTML = `<div class="table-wrap"><table><thead><tr><th>Pool</th><th>Token</th><th class="num">Balance</th>
-      <th class="num">Share</th><th class="num">Claimable</th><th class="num">Claimed</th></tr></thead><tbody>
+      <th class="num">Share</th><th class="num">Claimable</th><th class="num">Claimed</th><th>Status</th></tr></thead><tbody>
       ${body.holdings.map((h) => `<tr><td>${esc(h.pool)}</td><td>${esc(h.token_symbol || short(h.token_address))}</td>
         <td class="num">${units(h.balance, 18, 0)}</td><td class="num">${(h.share_bps / 100).toFixed(2)}%</td>
-        <td class="num">${units(h.claimable, 6)}</td><td class="num">${units(h.claimed, 6)}</td></tr>`).join("")}
+        <td class="num">${units(h.claimable, 6)}</td><td class="num">${units(h.claimed, 6)}</td>
+        <td><span class="badge ${esc(h.status)}" title="${h.status === "frozen" ? "no transfer or claim until unfrozen; revenue keeps accruing" : ""}">${esc(h.status)}</span></td></tr>`).join("")}
       </tbody></table></div><p class="hint">Signed in as <span class="mono">${esc(who)}</span>; claim with your wallet or <code>gridshare investor claim</code>.</p>`;
   } catch (e) {
     box.textContent = `Sign-in failed: ${e.message}`;

@@ -49,6 +49,16 @@ class Accounts:
     def kyc_agent(self) -> ChainAccount:
         return self.admin
 
+    @property
+    def guardian(self) -> ChainAccount:
+        """GUARDIAN_ROLE (vetoes) on the local chain; an independent trustee elsewhere."""
+        return self.admin
+
+    @property
+    def agent(self) -> ChainAccount:
+        """AGENT_ROLE of the pool tokens (freeze, recovery) on the local chain."""
+        return self.admin
+
     def to_json(self) -> dict[str, Any]:
         return {
             "admin": self.admin.to_json(),

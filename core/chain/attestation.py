@@ -2,7 +2,9 @@
 signatures in ascending signer order, and submission.
 
 The domain is {name "GridshareAttestation", version "1", chainId, verifyingContract}, so a
-signature is only good on one chain for one registry.
+signature is only good on one chain for one registry. The signed struct also names the
+registry's oracle-set version and the pool's veto count (`SigningContext`): a signature
+stops counting when the oracle set changes or the epoch is vetoed.
 """
 
 from __future__ import annotations
@@ -32,15 +34,41 @@ ATTESTATION_FIELDS = [
     {"name": "deviceCount", "type": "uint32"},
     {"name": "leavesRoot", "type": "bytes32"},
 ]
+SIGNED_FIELDS = [
+    *ATTESTATION_FIELDS,
+    {"name": "oracleSetVersion", "type": "uint64"},
+    {"name": "poolVetoes", "type": "uint64"},
+]
+HKD_EXPONENT = 2  # minor units of the local stack's currency: cents
+TEST_COIN_DECIMALS = 6
 
 
-def investor_amount(revenue_minor: int, share_bps: int) -> int:
-    """Investor share in stablecoin units (6 decimals) of revenue in HKD cents.
+def investor_amount(
+    revenue_minor: int,
+    share_bps: int,
+    currency_exponent: int = HKD_EXPONENT,
+    coin_decimals: int = TEST_COIN_DECIMALS,
+) -> int:
+    """Investor share in stablecoin units of revenue in minor currency units, rounded down.
 
-    cents -> 6-decimal units is x10^4 and basis points are /10^4, so exactly
-    revenue_minor * share_bps; the registry refuses any other figure.
+    revenue x 10^-exponent currency x share_bps x 10^-4 = amount x 10^-decimals, so
+    amount = floor(revenue x share_bps x 10^decimals / 10^(exponent + 4)): exact when the
+    coin has at least exponent + 4 decimals (HKD cents and a 6-decimal coin: revenue x
+    share_bps), never more than the exact share otherwise. The registry requires this figure.
     """
-    return revenue_minor * share_bps
+    gross = revenue_minor * share_bps
+    shift = coin_decimals - currency_exponent - 4
+    return gross * 10**shift if shift >= 0 else gross // 10**-shift
+
+
+@dataclass(frozen=True)
+class SigningContext:
+    """What, besides the figures, a signature is bound to (read from the registry)."""
+
+    chain_id: int
+    registry: str
+    oracle_set_version: int
+    pool_vetoes: int = 0
 
 
 @dataclass(frozen=True)
@@ -61,11 +89,12 @@ class Attestation:
         """The struct as a contract-call argument."""
         return astuple(self)
 
-    def message(self) -> dict[str, Any]:
-        names = [f["name"] for f in ATTESTATION_FIELDS]
-        return dict(zip(names, astuple(self), strict=True))
+    def message(self, ctx: SigningContext) -> dict[str, Any]:
+        names = [f["name"] for f in SIGNED_FIELDS]
+        values = (*astuple(self), ctx.oracle_set_version, ctx.pool_vetoes)
+        return dict(zip(names, values, strict=True))
 
-    def typed_data(self, chain_id: int, registry: str) -> dict[str, Any]:
+    def typed_data(self, ctx: SigningContext) -> dict[str, Any]:
         """The full EIP-712 typed data (eth_signTypedData_v4 shape)."""
         return {
             "types": {
@@ -75,29 +104,40 @@ class Attestation:
                     {"name": "chainId", "type": "uint256"},
                     {"name": "verifyingContract", "type": "address"},
                 ],
-                "Attestation": ATTESTATION_FIELDS,
+                "Attestation": SIGNED_FIELDS,
             },
             "primaryType": "Attestation",
             "domain": {
                 "name": DOMAIN_NAME,
                 "version": DOMAIN_VERSION,
-                "chainId": chain_id,
-                "verifyingContract": to_checksum_address(registry),
+                "chainId": ctx.chain_id,
+                "verifyingContract": to_checksum_address(ctx.registry),
             },
-            "message": self.message(),
+            "message": self.message(ctx),
         }
 
-    def digest(self, chain_id: int, registry: str) -> bytes:
+    def digest(self, ctx: SigningContext) -> bytes:
         """The EIP-712 digest, equal to the registry's `hashAttestation`."""
-        signable = encode_typed_data(full_message=self.typed_data(chain_id, registry))
+        signable = encode_typed_data(full_message=self.typed_data(ctx))
         return keccak(b"\x19" + signable.version + signable.header + signable.body)
 
 
+def signing_context(client: ChainClient, registry: str, pool_id: bytes) -> SigningContext:
+    """The registry's current oracle-set version and the pool's veto count."""
+    contract = client.contract("AttestationRegistry", registry)
+    return SigningContext(
+        chain_id=client.settings.chain_id,
+        registry=to_checksum_address(registry),
+        oracle_set_version=int(client.call(contract.functions.oracleSetVersion())),
+        pool_vetoes=int(client.call(contract.functions.vetoes(pool_id))),
+    )
+
+
 def sign_attestation(
-    attestation: Attestation, signer: ChainAccount, chain_id: int, registry: str
+    attestation: Attestation, signer: ChainAccount, ctx: SigningContext
 ) -> tuple[str, bytes]:
     """(signer address, 65-byte signature) of one oracle."""
-    signable = encode_typed_data(full_message=attestation.typed_data(chain_id, registry))
+    signable = encode_typed_data(full_message=attestation.typed_data(ctx))
     signed = Account.sign_message(signable, signer.private_key)
     return signer.address, bytes(signed.signature)
 

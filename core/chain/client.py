@@ -32,6 +32,7 @@ T = TypeVar("T")
 RECEIPT_TIMEOUT = 120
 FEE_CACHE_SECONDS = 5.0
 SEND_ATTEMPTS = 10
+LOCAL_CHAIN_ID = 31337
 
 _nonce_lock = threading.Lock()
 
@@ -79,11 +80,22 @@ class ChainClient:
         receipt = self.transact(factory.constructor(*args), signer, what=f"deploy {artifact.name}")
         return to_checksum_address(receipt["contractAddress"]), receipt
 
+    def increase_time(self, seconds: int) -> int:
+        """Move a development chain's clock forward and mine a block (Anvil's
+        `evm_increaseTime`), so a challenge window passes without waiting; the new time."""
+        if self.settings.chain_id != LOCAL_CHAIN_ID:
+            raise ConfigError("GRIDSHARE_CHAIN_ID", "only the local chain's clock can be moved")
+        self._rpc(lambda: self.w3.provider.make_request("evm_increaseTime", [seconds]))
+        self._rpc(lambda: self.w3.provider.make_request("evm_mine", []))
+        return int(self._rpc(lambda: self.w3.eth.get_block("latest"))["timestamp"])
+
     # ----- calls and transactions -----
 
-    def call(self, fn: ContractFunction) -> Any:
-        """A read-only call; reverts raise ContractRevert."""
-        return self._rpc(lambda: fn.call(), what=_describe(fn))
+    def call(self, fn: ContractFunction, block: str = "latest") -> Any:
+        """A read-only call; reverts raise ContractRevert. `block="pending"` reads as of the
+        next block, whose timestamp is now: views that depend on the clock (a challenge
+        window that has ended) see the present even when no block was mined lately."""
+        return self._rpc(lambda: fn.call(block_identifier=block), what=_describe(fn))
 
     def transact(
         self,

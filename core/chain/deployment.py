@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from gridshare.core.errors import NotDeployed
 from gridshare.core.settings import Settings
 
-CONTRACT_NAMES = ("TestStablecoin", "InvestorRegistry", "DeviceRegistry", "AttestationRegistry")
+CONTRACT_NAMES = ("InvestorRegistry", "DeviceRegistry", "AttestationRegistry")
 
 
 class PoolRecord(BaseModel):
@@ -36,6 +36,11 @@ class DeploymentRecord(BaseModel):
 
     def address(self, name: str) -> str:
         return self.contracts[name]
+
+    @property
+    def stablecoin(self) -> str:
+        """The coin revenue is paid in: an existing ERC-20 or the deployed test coin."""
+        return self.contracts.get("Stablecoin") or self.contracts["TestStablecoin"]
 
 
 def deployment_path(settings: Settings, chain_id: int | None = None) -> Path:

@@ -13,6 +13,7 @@ from eth_utils import keccak, to_checksum_address
 from web3.contract import Contract
 
 from gridshare.core.chain.accounts import load_accounts
+from gridshare.core.chain.attestation import HKD_EXPONENT
 from gridshare.core.chain.client import ChainClient
 from gridshare.core.chain.deployment import (
     PoolRecord,
@@ -59,8 +60,10 @@ def create_pool(
     device_type: str,
     share_bps: int = DEFAULT_SHARE_BPS,
     client: ChainClient | None = None,
+    currency_exponent: int = HKD_EXPONENT,
 ) -> PoolRecord:
-    """Deploy the pool's token (issued to the investors), register it, record it."""
+    """Deploy the pool's token (issued to the investors), register it with the minor-unit
+    exponent of its revenue currency, record it."""
     if not 0 < share_bps <= 10_000:
         raise GridshareError(f"pool {name}: share_bps {share_bps} outside 1..10000")
     client = client or ChainClient(settings)
@@ -72,7 +75,7 @@ def create_pool(
         accounts = load_accounts(settings)
         registry = client.contract("AttestationRegistry", record.address("AttestationRegistry"))
         pid = pool_id(name)
-        token, registered_bps, _, _ = client.call(registry.functions.pool(pid))
+        token, registered_bps, _, _, _ = client.call(registry.functions.pool(pid))
         if token == ZERO_ADDRESS:
             investors = [i.address for i in accounts.investors]
             token, _ = client.deploy(
@@ -81,7 +84,7 @@ def create_pool(
                     f"Gridshare {name} revenue share",
                     token_symbol(name),
                     pid,
-                    record.address("TestStablecoin"),
+                    record.stablecoin,
                     record.address("InvestorRegistry"),
                     accounts.admin.address,
                     accounts.operator.address,
@@ -91,7 +94,10 @@ def create_pool(
                 ],
                 accounts.admin,
             )
-            client.transact(registry.functions.registerPool(pid, token, share_bps), accounts.admin)
+            client.transact(
+                registry.functions.registerPool(pid, token, share_bps, currency_exponent),
+                accounts.admin,
+            )
             registered_bps = share_bps
         pool = PoolRecord(
             pool_id="0x" + pid.hex(),

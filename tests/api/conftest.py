@@ -71,6 +71,7 @@ def attested(
             break
         epochs += 1
     assert epochs >= 2, outcome.message
+    ctx.client.increase_time(ctx.client.call(ctx.registry.functions.challengePeriod()))
     funding.fund(ctx, POOL)
     return Attested(fleet, epochs, ctx)
 

@@ -7,8 +7,10 @@ import psycopg
 from eth_account import Account
 from fastapi.testclient import TestClient
 
+from gridshare.api.main import create_app
 from gridshare.core.chain import load_accounts
 from gridshare.core.chain.merkle import verify
+from gridshare.core.chain.servicing import Servicing
 from gridshare.core.settings import Settings
 from gridshare.core.signing import address_for_key, recover
 from tests.api.conftest import POOL, SHARE_BPS, Attested
@@ -37,6 +39,7 @@ def test_pool_shows_token_supply_devices_and_revenue(
     assert revenue["investor_attested"] == str(int(investors))
     assert revenue["funded"] == revenue["investor_attested"]  # funded once, in full
     assert revenue["owed"] == "0"
+    assert revenue["pending"] == "0"  # the fixture moved the clock past the window
     assert revenue["distributed"] == revenue["funded"]
     listed = client.get("/v1/pools").json()["items"]
     assert POOL in [p["name"] for p in listed]
@@ -60,6 +63,9 @@ def test_attestations_list_periods_figures_root_signers_tx(
     assert len(first["signers"]) >= 3
     assert first["device_count"] == len(attested.fleet.devices)
     assert isinstance(first["investor_amount"], str)
+    # past the challenge window (the fixture moved the chain's clock): final, no time left
+    assert first["settlement"] == "final" and first["seconds_left"] is None
+    assert first["challenge_ends"]
 
 
 def test_income_buckets_add_up_to_each_attested_device_figure(
@@ -121,6 +127,7 @@ def test_portfolio_of_a_signed_in_investor(
     assert 0 < holding["share_bps"] <= 10_000
     assert int(holding["claimable"]) > 0  # funded above, not yet claimed
     assert holding["claimed"] == "0"
+    assert holding["status"] == "active"
 
 
 def test_evidence_holds_the_signed_readings_keys_and_previous_leaf(
@@ -172,3 +179,23 @@ def test_evidence_holds_the_signed_readings_keys_and_previous_leaf(
     assert missing.status_code == 404
     paths = client.get("/openapi.json").json()["paths"]
     assert "/v1/pools/{pool}/attestations/{epoch}/evidence/{device_id}" in paths
+
+
+def test_portfolio_shows_a_frozen_holder(
+    api_settings: Settings, attested: Attested, stack_settings: Settings
+) -> None:
+    investor = load_accounts(stack_settings).investors[2]
+    servicing = Servicing(stack_settings, attested.ctx.client)
+    servicing.freeze(investor.address, frozen=True)
+    try:
+        with TestClient(create_app(api_settings)) as fresh:
+            account = Account.from_key(investor.private_key)
+            res = fresh.get(
+                f"/v1/investors/{account.address}/portfolio",
+                headers={"Authorization": f"Bearer {login(fresh, account)}"},
+            )
+        holding = next(h for h in res.json()["holdings"] if h["pool"] == POOL)
+        assert holding["status"] == "frozen"
+        assert int(holding["claimable"]) > 0  # still entitled, claimable once unfrozen
+    finally:
+        servicing.freeze(investor.address, frozen=False)

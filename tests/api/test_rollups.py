@@ -6,6 +6,7 @@ view elsewhere) the aggregate-backed buckets equal those computed from the raw r
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -18,6 +19,7 @@ from gridshare.core.settings import Settings
 
 DEVICE = "pv-rollup01"
 HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
 START = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=10)
 GAP = range(12, 24)  # readings every 10 minutes; these two hours arrive late
 
@@ -44,6 +46,55 @@ def test_late_readings_reach_the_hourly_rollup(
     assert [p["revenue_minor"] for p in body["points"]] == [b.revenue_minor for b in raw]
 
 
+def test_retention_keeps_the_materialized_hours(
+    stack_settings: Settings, conn: psycopg.Connection, full_timescaledb: None
+) -> None:
+    """Raw rows go after two years, their hourly figures stay: dropping raw chunks (what the
+    retention job does) invalidates their range, and a refresh over that range would empty
+    those hours, so the refresh window must end short of the retention horizon."""
+    drop_after = _job_config(conn, "policy_retention")["drop_after"]
+    start_offset = _job_config(conn, "policy_refresh_continuous_aggregate")["start_offset"]
+    assert start_offset is not None, "an unbounded refresh window covers dropped chunks"
+    assert _interval(conn, start_offset) < _interval(conn, drop_after)
+
+    _device(conn)
+    old = START - timedelta(days=745)  # past the retention horizon
+    _insert(conn, range(12), at=old)
+    conn.execute(
+        "CALL refresh_continuous_aggregate('telemetry_hourly', %s::timestamptz, %s::timestamptz)",
+        (old, old + 2 * HOUR),
+    )
+    before = _hours(conn, old)
+    assert [r[1] for r in before] == [6, 6]
+    # Only this test's chunks (the retention job would drop every chunk past its horizon).
+    conn.execute("SELECT drop_chunks('telemetry', older_than => %s::timestamptz)", (old + 2 * DAY,))
+    assert not conn.execute(
+        "SELECT 1 FROM telemetry WHERE device_id = %s AND time < %s", (DEVICE, START)
+    ).fetchone(), "no raw chunk was dropped"
+    _run_refresh_job(conn)
+    assert _hours(conn, old) == before
+
+
+def _job_config(conn: psycopg.Connection, proc_name: str) -> dict:
+    row = conn.execute(
+        "SELECT config FROM timescaledb_information.jobs WHERE proc_name = %s", (proc_name,)
+    ).fetchone()
+    assert row, f"no {proc_name} job"
+    return row[0]
+
+
+def _interval(conn: psycopg.Connection, text: str) -> timedelta:
+    return conn.execute("SELECT %s::interval", (text,)).fetchone()[0]
+
+
+def _hours(conn: psycopg.Connection, start: datetime) -> list[tuple]:
+    return conn.execute(
+        "SELECT bucket, readings, energy_wh_first, energy_wh_last FROM telemetry_hourly"
+        " WHERE device_id = %s AND bucket >= %s AND bucket < %s ORDER BY bucket",
+        (DEVICE, start, start + 2 * HOUR),
+    ).fetchall()
+
+
 def _device(conn: psycopg.Connection) -> None:
     conn.execute(
         "INSERT INTO pools (name, pool_id, device_type, share_bps) "
@@ -56,13 +107,13 @@ def _device(conn: psycopg.Connection) -> None:
     )
 
 
-def _insert(conn: psycopg.Connection, steps: list[int]) -> None:
+def _insert(conn: psycopg.Connection, steps: Iterable[int], at: datetime = START) -> None:
     """One reading per 10 minutes of device time: seq k, meters rising 1,000 Wh per step."""
     with conn.cursor() as cur:
         cur.executemany(
             "INSERT INTO telemetry (time, device_id, seq, status, power_w, energy_wh_total, "
             "revenue_minor_total) VALUES (%s, %s, %s, 'generating', 6000, %s, %s)",
-            [(START + k * timedelta(minutes=10), DEVICE, k, 1000 * k, 90 * k) for k in steps],
+            [(at + k * timedelta(minutes=10), DEVICE, k, 1000 * k, 90 * k) for k in steps],
         )
 
 

@@ -17,6 +17,7 @@ from gridshare.core.chain.attestation import (
     Attestation,
     investor_amount,
     sign_attestation,
+    signing_context,
     submit_attestation,
 )
 from gridshare.core.chain.client import ChainClient
@@ -34,6 +35,7 @@ POOL = "charging-pile-1"
 SHARE_BPS = 5_000
 DAY = 86_400
 LEAF_TYPES = ["string", "uint64", "uint256", "uint256"]
+CHALLENGE_SECONDS = 60  # the local chain's window (deploy's default on chain 31337)
 
 
 @pytest.fixture(scope="session")
@@ -152,14 +154,33 @@ def make_attestation(
 
 
 def sign_by(
-    att: Attestation, oracles: list[ChainAccount], chain_id: int, registry: str
+    att: Attestation, oracles: list[ChainAccount], client: ChainClient, registry: str
 ) -> list[tuple[str, bytes]]:
-    return [sign_attestation(att, o, chain_id, registry) for o in oracles]
+    """Signatures under the registry's current oracle-set version and the pool's vetoes."""
+    ctx = signing_context(client, registry, att.pool_id)
+    return [sign_attestation(att, o, ctx) for o in oracles]
 
 
 def submit(
     client: ChainClient, record: DeploymentRecord, accounts: Accounts, att: Attestation, n: int = 3
 ) -> None:
     registry = record.address("AttestationRegistry")
-    sigs = sign_by(att, accounts.oracles[:n], client.settings.chain_id, registry)
+    sigs = sign_by(att, accounts.oracles[:n], client, registry)
     submit_attestation(client, registry, att, sigs, accounts.operator)
+
+
+def advance(client: ChainClient, seconds: int) -> None:
+    """Move the chain's clock forward and mine a block (past a challenge window)."""
+    client.increase_time(seconds)
+
+
+def chain_now(client: ChainClient) -> int:
+    return int(client.w3.eth.get_block("latest")["timestamp"])
+
+
+def submit_final(
+    client: ChainClient, record: DeploymentRecord, accounts: Accounts, att: Attestation
+) -> None:
+    """Submit, then let the challenge window pass."""
+    submit(client, record, accounts, att)
+    advance(client, CHALLENGE_SECONDS + 1)

@@ -40,7 +40,7 @@ def test_ape_suite_on_anvil(tmp_path):
         timeout=900,
     )
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
-    assert "3 passed" in done.stdout
+    assert "4 passed" in done.stdout
     manifest = json.loads((project / ".build" / "__local__.json").read_text())
     assert {"AttestationRegistry", "RevenueShareToken", "DeviceRegistry"} <= set(
         manifest["contractTypes"]

@@ -7,11 +7,24 @@ import dataclasses
 import pytest
 from eth_utils import keccak
 
-from gridshare.core.chain.attestation import ordered_signatures, submit_attestation
+from gridshare.core.chain.attestation import (
+    ordered_signatures,
+    sign_attestation,
+    signing_context,
+    submit_attestation,
+)
 from gridshare.core.chain.merkle import verify
 from gridshare.core.chain.pools import pool_id
 from gridshare.core.errors import ContractRevert
-from tests.contracts.conftest import DAY, POOL, make_attestation, sign_by, submit
+from tests.contracts.conftest import (
+    CHALLENGE_SECONDS,
+    DAY,
+    POOL,
+    advance,
+    make_attestation,
+    sign_by,
+    submit,
+)
 
 
 def refused(excinfo: pytest.ExceptionInfo[ContractRevert]) -> str:
@@ -21,7 +34,8 @@ def refused(excinfo: pytest.ExceptionInfo[ContractRevert]) -> str:
 def test_digest_matches_contract(client, record, contracts, pool):
     att, _, _ = make_attestation()
     on_chain = client.call(contracts.registry.functions.hashAttestation(att.as_tuple()))
-    assert on_chain == att.digest(client.settings.chain_id, record.address("AttestationRegistry"))
+    registry = record.address("AttestationRegistry")
+    assert on_chain == att.digest(signing_context(client, registry, att.pool_id))
 
 
 def test_accepts_three_of_five_and_stores_it(client, record, accounts, contracts, pool):
@@ -30,6 +44,8 @@ def test_accepts_three_of_five_and_stores_it(client, record, accounts, contracts
     reg = contracts.registry.functions
     pid = pool_id(POOL)
     assert client.call(reg.latestEpoch(pid)) == 1
+    assert client.call(reg.owed(pid)) == 0  # pending: not owed before the window ends
+    advance(client, CHALLENGE_SECONDS)
     assert client.call(reg.owed(pid)) == 1_000_000 * 5_000
     stored = client.call(reg.attestation(pid, 1))
     assert tuple(stored) == att.as_tuple()
@@ -42,6 +58,7 @@ def test_contiguous_epochs_accumulate_owed(client, record, accounts, contracts, 
     second, _, _ = make_attestation(epoch=2, start=first.period_end, revenue=300)
     submit(client, record, accounts, first)
     submit(client, record, accounts, second, n=5)
+    advance(client, CHALLENGE_SECONDS)
     pid = pool_id(POOL)
     assert client.call(contracts.registry.functions.latestEpoch(pid)) == 2
     assert client.call(contracts.registry.functions.owed(pid)) == 400 * 5_000
@@ -78,24 +95,30 @@ def _submit_raw(client, record, accounts, att, signatures):
         ("unknown_signer", "UnknownSigner"),
         ("wrong_chain_id", "UnknownSigner"),
         ("wrong_contract", "UnknownSigner"),
+        ("wrong_set_version", "UnknownSigner"),
+        ("wrong_vetoes", "UnknownSigner"),
     ],
 )
 def test_signature_refusals(client, record, accounts, pool, outsider, case, error):
     att, _, _ = make_attestation()
     registry = record.address("AttestationRegistry")
-    chain_id = client.settings.chain_id
+    right = signing_context(client, registry, att.pool_id)
     oracles = accounts.oracles
     if case == "below_threshold":
-        sigs = sign_by(att, oracles[:2], chain_id, registry)
+        sigs = sign_by(att, oracles[:2], client, registry)
     elif case == "duplicate_signer":
-        sigs = sign_by(att, oracles[:2], chain_id, registry)
+        sigs = sign_by(att, oracles[:2], client, registry)
         sigs.append(sigs[0])
     elif case == "unknown_signer":
-        sigs = sign_by(att, [*oracles[:2], outsider], chain_id, registry)
-    elif case == "wrong_chain_id":
-        sigs = sign_by(att, oracles[:3], 1, registry)
+        sigs = sign_by(att, [*oracles[:2], outsider], client, registry)
     else:
-        sigs = sign_by(att, oracles[:3], chain_id, record.address("DeviceRegistry"))
+        wrong = {
+            "wrong_chain_id": dataclasses.replace(right, chain_id=1),
+            "wrong_contract": dataclasses.replace(right, registry=record.address("DeviceRegistry")),
+            "wrong_set_version": dataclasses.replace(right, oracle_set_version=2),
+            "wrong_vetoes": dataclasses.replace(right, pool_vetoes=1),
+        }[case]
+        sigs = [sign_attestation(att, o, wrong) for o in oracles[:3]]
     with pytest.raises(ContractRevert) as excinfo:
         _submit_raw(client, record, accounts, att, sigs)
     assert refused(excinfo) == error
@@ -104,7 +127,7 @@ def test_signature_refusals(client, record, accounts, pool, outsider, case, erro
 def test_signers_out_of_order_refused(client, record, accounts, contracts, pool):
     att, _, _ = make_attestation()
     registry = record.address("AttestationRegistry")
-    sigs = sign_by(att, accounts.oracles[:3], client.settings.chain_id, registry)
+    sigs = sign_by(att, accounts.oracles[:3], client, registry)
     descending = list(reversed(ordered_signatures(sigs)))
     with pytest.raises(ContractRevert) as excinfo:
         client.transact(
@@ -116,7 +139,7 @@ def test_signers_out_of_order_refused(client, record, accounts, contracts, pool)
 def test_tampered_figures_refused(client, record, accounts, pool):
     att, _, _ = make_attestation()
     registry = record.address("AttestationRegistry")
-    sigs = sign_by(att, accounts.oracles[:3], client.settings.chain_id, registry)
+    sigs = sign_by(att, accounts.oracles[:3], client, registry)
     tampered = dataclasses.replace(att, energy_wh=att.energy_wh + 1)
     with pytest.raises(ContractRevert) as excinfo:
         _submit_raw(client, record, accounts, tampered, sigs)
@@ -171,11 +194,11 @@ def test_oracle_rotation(client, record, accounts, contracts, pool, outsider):
     assert list(events[-1]["args"]["oracles"]) == new_set
     att, _, _ = make_attestation()
     registry = record.address("AttestationRegistry")
-    old = sign_by(att, accounts.oracles[:3], client.settings.chain_id, registry)
+    old = sign_by(att, accounts.oracles[:3], client, registry)
     with pytest.raises(ContractRevert) as excinfo:
         _submit_raw(client, record, accounts, att, old)
     assert refused(excinfo) == "UnknownSigner"
-    new = sign_by(att, [*accounts.oracles[2:4], outsider], client.settings.chain_id, registry)
+    new = sign_by(att, [*accounts.oracles[2:4], outsider], client, registry)
     _submit_raw(client, record, accounts, att, new)
 
 
@@ -223,8 +246,8 @@ def test_oracle_set_refusals(client, accounts, contracts):
 def test_register_pool_refusals(client, accounts, contracts, pool):
     reg = contracts.registry.functions
     with pytest.raises(ContractRevert) as excinfo:
-        client.transact(reg.registerPool(pool_id(POOL), pool.token, 5_000), accounts.admin)
+        client.transact(reg.registerPool(pool_id(POOL), pool.token, 5_000, 2), accounts.admin)
     assert refused(excinfo) == "PoolAlreadyRegistered"
     with pytest.raises(ContractRevert) as excinfo:
-        client.transact(reg.registerPool(pool_id("x"), pool.token, 10_001), accounts.admin)
+        client.transact(reg.registerPool(pool_id("x"), pool.token, 10_001, 2), accounts.admin)
     assert refused(excinfo) == "InvalidShareBps"

@@ -8,7 +8,7 @@ from web3.utils.address import get_create_address
 
 from gridshare.core.chain.pools import pool_id
 from gridshare.core.errors import ContractRevert
-from tests.contracts.conftest import make_attestation, submit
+from tests.contracts.conftest import make_attestation, submit_final
 
 REENTRANT_CALL = keccak(text="ReentrancyGuardReentrantCall()")[:4]
 
@@ -66,14 +66,14 @@ def test_token_cannot_reenter_fund(client, record, accounts, contracts, test_art
     registry = contracts.registry
     hostile_address, _ = client.deploy(
         test_artifacts["HostileDistributor"],
-        [record.address("TestStablecoin"), registry.address, pid],
+        [record.stablecoin, registry.address, pid],
         admin,
     )
-    client.transact(registry.functions.registerPool(pid, hostile_address, 5_000), admin)
+    client.transact(registry.functions.registerPool(pid, hostile_address, 5_000, 2), admin)
     role = client.call(registry.functions.OPERATOR_ROLE())
     client.transact(registry.functions.grantRole(role, hostile_address), admin)
     att, _, _ = make_attestation(name="hostile-1", revenue=100)
-    submit(client, record, accounts, att)
+    submit_final(client, record, accounts, att)
     owed = client.call(registry.functions.owed(pid))
 
     client.transact(registry.functions.fund(pid, owed // 2), operator)
@@ -108,7 +108,7 @@ def test_pool_token_must_pay_in_the_registry_stablecoin(
     )
     with pytest.raises(ContractRevert) as excinfo:
         client.transact(
-            contracts.registry.functions.registerPool(keccak(text="other"), token_address, 100),
+            contracts.registry.functions.registerPool(keccak(text="other"), token_address, 100, 2),
             admin,
         )
     assert excinfo.value.error_name == "TokenStablecoinMismatch"

@@ -7,7 +7,7 @@ from eth_utils import keccak
 
 from gridshare.core.chain.pools import TOKEN_SUPPLY, device_key, pool_id
 from gridshare.core.errors import ContractRevert
-from tests.contracts.conftest import POOL, make_attestation, submit
+from tests.contracts.conftest import POOL, make_attestation, submit_final
 
 ONE_TOKEN = 10**18
 
@@ -18,9 +18,9 @@ def refused(excinfo: pytest.ExceptionInfo[ContractRevert]) -> str:
 
 @pytest.fixture
 def attested(client, record, accounts, pool):
-    """The pool with one attestation: 1,000,000 cents revenue, half to investors."""
+    """The pool with one final attestation: 1,000,000 cents revenue, half to investors."""
     att, _, _ = make_attestation(revenue=1_000_000)
-    submit(client, record, accounts, att)
+    submit_final(client, record, accounts, att)
     return att.investor_amount
 
 
@@ -208,7 +208,7 @@ def test_every_privileged_function_refuses_other_roles(
         "devices.rotateKey": dev.rotateKey(key, outsider.address),
         "devices.deactivate": dev.deactivate(key),
         "registry.setOracles": reg.setOracles(oracles, 2),
-        "registry.registerPool": reg.registerPool(keccak(text="x"), token.address, 100),
+        "registry.registerPool": reg.registerPool(keccak(text="x"), token.address, 100, 2),
         "registry.fund": reg.fund(pid, 1),
         "registry.grantRole": reg.grantRole(b"\0" * 32, outsider.address),
         "token.pause": token.functions.pause(),

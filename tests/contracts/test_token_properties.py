@@ -1,9 +1,12 @@
 """Stateful property test of the revenue-share token against a Python reference model.
 
-Random issuance, transfers between allow-listed holders, distributions and claims. The model
-keeps each holder's exact (rational) entitlement; the contract must pay it rounded down by at
-most one unit, never more, and a transfer after a distribution must not move revenue that was
-already earned.
+Random issuance, transfers between allow-listed holders, distributions and claims, and the
+agent's four recovery operations (freeze, unfreeze, forced transfer, wallet recovery). The
+model keeps each holder's exact (rational) entitlement; the contract must pay it rounded down
+by at most one unit, never more; a transfer or forced transfer after a distribution must not
+move revenue that was already earned; a recovery moves the lost wallet's unclaimed revenue
+exactly; no operation but a distribution changes the total claimed plus claimable, which
+never exceeds what was funded. Frozen and lost holders are refused as the contract says.
 """
 
 from __future__ import annotations
@@ -21,15 +24,18 @@ from hypothesis.stateful import (
     rule,
     run_state_machine_as_test,
 )
+from web3.contract.contract import ContractFunction
 
 from gridshare.core.chain.accounts import ChainAccount, derive_account
 from gridshare.core.chain.client import ChainClient
 from gridshare.core.chain.deployment import DeploymentRecord
+from gridshare.core.errors import ContractRevert
 from gridshare.core.settings import Settings
 
 pytestmark = pytest.mark.slow
 
 HOLDERS = 4  # three investors plus one more allow-listed account that starts with nothing
+ACTIVE, FROZEN, LOST = "active", "frozen", "lost"
 
 
 def test_token_matches_reference_model(client, record, accounts):
@@ -41,8 +47,8 @@ def test_token_matches_reference_model(client, record, accounts):
     run_state_machine_as_test(
         machine,
         settings=settings(
-            max_examples=8,
-            stateful_step_count=12,
+            max_examples=12,
+            stateful_step_count=16,
             deadline=None,
             database=None,
             suppress_health_check=[HealthCheck.too_slow],
@@ -53,7 +59,7 @@ def test_token_matches_reference_model(client, record, accounts):
 def make_machine(
     client: ChainClient, record: DeploymentRecord, admin: ChainAccount, holders: list[ChainAccount]
 ) -> type[RuleBasedStateMachine]:
-    coin = client.contract("TestStablecoin", record.address("TestStablecoin"))
+    coin = client.contract("TestStablecoin", record.stablecoin)
     w3 = client.w3
     indices = st.integers(0, HOLDERS - 1)
 
@@ -65,6 +71,7 @@ def make_machine(
             self.balances = [0] * HOLDERS
             self.entitled = [Fraction(0)] * HOLDERS
             self.claimed = [0] * HOLDERS
+            self.status = [ACTIVE] * HOLDERS
             self.funded = 0
 
         def teardown(self) -> None:
@@ -91,16 +98,99 @@ def make_machine(
             self.token = client.contract("RevenueShareToken", address)
             self.balances = [*amounts, 0]
 
+        def total(self) -> int:
+            fns = self.token.functions
+            return sum(
+                client.call(fns.claimable(h.address)) + client.call(fns.claimed(h.address))
+                for h in holders
+            )
+
+        def refused(self, fn: ContractFunction, signer: ChainAccount, error: str) -> None:
+            try:
+                client.transact(fn, signer)
+            except ContractRevert as exc:
+                assert exc.error_name == error
+            else:
+                raise AssertionError(f"expected {error}")
+
         @rule(src=indices, dst=indices, percent=st.integers(0, 100))
         def transfer(self, src: int, dst: int, percent: int) -> None:
             value = self.balances[src] * percent // 100
             pair = [holders[src].address, holders[dst].address]
+            fn = self.token.functions.transfer(pair[1], value)
+            if self.status[src] != ACTIVE:
+                self.refused(fn, holders[src], "AccountFrozen")
+                return
+            if self.status[dst] == LOST:
+                self.refused(fn, holders[src], "AccountLost")
+                return
+            self.move(src, dst, value, fn, holders[src])
+
+        @rule(src=indices, dst=indices, percent=st.integers(0, 100))
+        def forced_transfer(self, src: int, dst: int, percent: int) -> None:
+            value = self.balances[src] * percent // 100
+            pair = [holders[src].address, holders[dst].address]
+            fn = self.token.functions.forcedTransfer(pair[0], pair[1], value)
+            if src == dst:
+                self.refused(fn, admin, "SameAddress")
+            elif self.status[dst] == LOST:
+                self.refused(fn, admin, "AccountLost")
+            else:
+                self.move(src, dst, value, fn, admin)
+
+        def move(
+            self, src: int, dst: int, value: int, fn: ContractFunction, signer: ChainAccount
+        ) -> None:
+            pair = [holders[src].address, holders[dst].address]
             before = [client.call(self.token.functions.claimable(a)) for a in pair]
-            client.transact(self.token.functions.transfer(pair[1], value), holders[src])
+            client.transact(fn, signer)
             after = [client.call(self.token.functions.claimable(a)) for a in pair]
             assert before == after
             self.balances[src] -= value
             self.balances[dst] += value
+
+        @rule(who=indices)
+        def freeze(self, who: int) -> None:
+            fn = self.token.functions.freeze(holders[who].address)
+            if self.status[who] == ACTIVE:
+                client.transact(fn, admin)
+                self.status[who] = FROZEN
+            else:
+                self.refused(
+                    fn, admin, "AccountFrozen" if self.status[who] == FROZEN else "AccountLost"
+                )
+
+        @rule(who=indices)
+        def unfreeze(self, who: int) -> None:
+            fn = self.token.functions.unfreeze(holders[who].address)
+            if self.status[who] == FROZEN:
+                client.transact(fn, admin)
+                self.status[who] = ACTIVE
+            else:
+                self.refused(fn, admin, "NotFrozen")
+
+        @precondition(lambda self: self.status.count(LOST) < HOLDERS - 2)
+        @rule(lost=indices, replacement=indices)
+        def recover(self, lost: int, replacement: int) -> None:
+            if lost == replacement or LOST in (self.status[lost], self.status[replacement]):
+                return
+            fns = self.token.functions
+            moved = client.call(fns.claimable(holders[lost].address))
+            before = client.call(fns.claimable(holders[replacement].address))
+            total = self.total()
+            client.transact(
+                fns.recoverWallet(holders[lost].address, holders[replacement].address), admin
+            )
+            assert client.call(fns.claimable(holders[replacement].address)) == before + moved
+            assert client.call(fns.claimable(holders[lost].address)) == 0
+            assert self.total() == total
+            self.balances[replacement] += self.balances[lost]
+            self.balances[lost] = 0
+            self.entitled[replacement] += moved
+            self.entitled[lost] = Fraction(self.claimed[lost])
+            if self.status[lost] == FROZEN:
+                self.status[replacement] = FROZEN
+            self.status[lost] = LOST
 
         @rule(amount=st.integers(1, 10**13))
         def distribute(self, amount: int) -> None:
@@ -115,6 +205,10 @@ def make_machine(
         @rule(who=indices)
         def claim(self, who: int) -> None:
             holder = holders[who]
+            if self.status[who] != ACTIVE:
+                error = "AccountFrozen" if self.status[who] == FROZEN else "AccountLost"
+                self.refused(self.token.functions.claim(), holder, error)
+                return
             due = client.call(self.token.functions.claimable(holder.address))
             if due == 0:
                 return
@@ -133,11 +227,13 @@ def make_machine(
                     batch.add(fns.claimable(holder.address))
                     batch.add(fns.claimed(holder.address))
                     batch.add(fns.balanceOf(holder.address))
+                    batch.add(fns.isFrozen(holder.address))
                 batch.add(fns.totalFunded())
                 *per_holder, total_funded = batch.execute()
             total = 0
             for i in range(HOLDERS):
-                claimable, claimed, balance = per_holder[3 * i : 3 * i + 3]
+                claimable, claimed, balance, frozen = per_holder[4 * i : 4 * i + 4]
+                assert frozen == (self.status[i] == FROZEN)
                 assert claimed == self.claimed[i]
                 assert balance == self.balances[i]
                 exact = int(self.entitled[i])  # floor of the exact entitlement

@@ -13,7 +13,7 @@ from pglast import ast, parse_sql
 
 from gridshare.core import db
 from gridshare.core.db import Flavor
-from gridshare.core.errors import ConfigError
+from gridshare.core.errors import ConfigError, MigrationError
 from gridshare.core.settings import Settings
 from gridshare.core.stack.postgres import timescaledb_installed
 from tests.support import admin_url, database_url
@@ -182,6 +182,7 @@ def test_hourly_view_matches_direct_computation(conn: psycopg.Connection) -> Non
         "'pv-migtest', n, 'generating', n * 10, n * 100, n * 3 FROM generate_series(0, 35) n "
         "ON CONFLICT DO NOTHING"
     )
+    _refresh_hourly(conn, "2026-01-01", "2026-01-02")
     rows = conn.execute(
         "SELECT bucket, readings, energy_wh_first, energy_wh_last, revenue_minor_last "
         "FROM telemetry_hourly WHERE device_id = 'pv-migtest' ORDER BY bucket"
@@ -214,6 +215,7 @@ def test_hourly_first_and_last_are_readings_in_time_then_seq_order(
             "ON CONFLICT DO NOTHING",
             (f"2026-02-01 {clock}:00+00", seq, energy, energy // 10),
         )
+    _refresh_hourly(conn, "2026-02-01", "2026-02-02")
     row = conn.execute(
         "SELECT first_time, energy_wh_first, revenue_minor_first, last_time, energy_wh_last, "
         "revenue_minor_last FROM telemetry_hourly WHERE device_id = 'pv-migskew'"
@@ -221,3 +223,55 @@ def test_hourly_first_and_last_are_readings_in_time_then_seq_order(
     assert row is not None
     assert (row[0].strftime("%H:%M"), row[1], row[2]) == ("10:01", 200, 20)
     assert (row[3].strftime("%H:%M"), row[4], row[5]) == ("10:50", 400, 40)
+
+
+def _refresh_hourly(conn: psycopg.Connection, start: str, end: str) -> None:
+    """On the full edition, materialize the hours just written, as the refresh policy would:
+    once a refresh (another suite's, run earlier in the session) has moved the aggregate's
+    watermark past them, real-time aggregation no longer covers them."""
+    if db.schema_flavor(conn) is Flavor.TIMESCALE:
+        conn.execute(
+            "CALL refresh_continuous_aggregate('telemetry_hourly', %s::timestamptz,"
+            " %s::timestamptz)",
+            (start, end),
+        )
+
+
+def test_a_statement_that_lost_a_race_with_a_job_is_tried_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A fresh full-edition database runs 0004's refresh policy while 0041 drops it."""
+    monkeypatch.setattr(db.time, "sleep", lambda _: None)
+
+    class Conn:
+        def __init__(self, failures: list[Exception]) -> None:
+            self.failures, self.calls = failures, 0
+
+        def execute(self, *args: object, **kwargs: object) -> None:
+            self.calls += 1
+            if self.failures:
+                raise self.failures.pop(0)
+
+    raced = Conn([psycopg.errors.InternalError_("tuple concurrently deleted")])
+    db._execute_racing_jobs(raced, "DROP MATERIALIZED VIEW telemetry_hourly;")  # type: ignore[arg-type]
+    assert raced.calls == 2
+    broken = Conn([psycopg.errors.InternalError_("something else")])
+    with pytest.raises(psycopg.errors.InternalError_):
+        db._execute_racing_jobs(broken, "SELECT 1;")  # type: ignore[arg-type]
+    assert broken.calls == 1
+
+
+def test_applied_migrations_match_their_files(fresh_db: Settings, stack_flavor: Flavor) -> None:
+    """Each applied migration's checksum is recorded; a file edited afterwards stops the next
+    migrate with one line naming it."""
+    db.migrate(fresh_db)
+    expected = {m.version: db.checksum(m) for m in db.migrations(stack_flavor)}
+    with db.connect(fresh_db, autocommit=True) as conn:
+        recorded = dict(conn.execute("SELECT version, checksum FROM schema_migrations").fetchall())
+        assert recorded == expected
+        first = min(recorded)
+        conn.execute(
+            "UPDATE schema_migrations SET checksum = 'edited' WHERE version = %s", (first,)
+        )
+    with pytest.raises(MigrationError, match="was edited after this database applied it"):
+        db.migrate(fresh_db)

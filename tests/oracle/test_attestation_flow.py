@@ -105,8 +105,12 @@ def test_three_pools_three_days(
     # the operator pays what is owed, an investor claims a share
     pool = pools[0]
     pid = text_id(pool.name)
+    assert ctx.client.call(ctx.registry.functions.owed(pid), "pending") == 0
+    waiting = funding.fund(ctx, pool.name)  # nothing final yet: says when it will be
+    assert waiting.amount == 0 and waiting.pending > 0 and waiting.next_final_at
+    ctx.client.increase_time(ctx.client.call(ctx.registry.functions.challengePeriod()))
     owed = ctx.client.call(ctx.registry.functions.owed(pid))
-    assert owed > 0
+    assert owed == waiting.pending
     paid = funding.fund(ctx, pool.name)
     assert paid.amount == owed
     assert ctx.client.call(ctx.registry.functions.owed(pid)) == 0

@@ -33,7 +33,7 @@ def test_random_trees_verify_on_chain(
             pid, epoch, epoch * 100, epoch * 100 + 100, 0, 0, 0, size, tree.root
         )
         signatures = [
-            sign_attestation(attestation, oracle, stack_settings.chain_id, ctx.registry_address)
+            sign_attestation(attestation, oracle, ctx.signing_context(pool.name))
             for oracle in ctx.accounts.oracles[: ctx.threshold]
         ]
         submit_attestation(ctx.client, ctx.registry_address, attestation, signatures, ctx.submitter)

@@ -8,6 +8,7 @@ from eth_utils import keccak
 from gridshare.core.chain.accounts import ChainAccount
 from gridshare.core.chain.attestation import (
     Attestation,
+    SigningContext,
     investor_amount,
     ordered_signatures,
     sign_attestation,
@@ -15,6 +16,7 @@ from gridshare.core.chain.attestation import (
 
 POOL_ID = keccak(text="charging-pile-1")
 SHARE_BPS = 5_000
+CHALLENGE_SECONDS = 60
 
 
 @pytest.fixture
@@ -44,7 +46,13 @@ def system(project, admin, operator, oracles, investors, chain):
     for investor in investors:
         kyc.admit(investor, chain.pending_timestamp + 10**8, sender=admin)
     registry = admin.deploy(
-        project.AttestationRegistry, admin, operator, coin, [o.address for o in oracles], 3
+        project.AttestationRegistry,
+        admin,
+        operator,
+        coin,
+        [o.address for o in oracles],
+        3,
+        CHALLENGE_SECONDS,
     )
     token = admin.deploy(
         project.RevenueShareToken,
@@ -59,7 +67,7 @@ def system(project, admin, operator, oracles, investors, chain):
         [i.address for i in investors],
         [10**18, 2 * 10**18, 3 * 10**18],
     )
-    registry.registerPool(POOL_ID, token, SHARE_BPS, sender=admin)
+    registry.registerPool(POOL_ID, token, SHARE_BPS, 2, sender=admin)
     coin.mint(operator, 10**15, sender=admin)
     coin.approve(registry, 2**256 - 1, sender=operator)
     return coin, kyc, registry, token
@@ -81,7 +89,10 @@ def attestation(revenue: int) -> Attestation:
 
 def signatures(att, signers, registry, chain_id):
     keys = [ChainAccount(s.address, s.private_key) for s in signers]
-    return ordered_signatures(sign_attestation(att, k, chain_id, registry.address) for k in keys)
+    ctx = SigningContext(
+        chain_id, registry.address, registry.oracleSetVersion(), registry.vetoes(att.pool_id)
+    )
+    return ordered_signatures(sign_attestation(att, k, ctx) for k in keys)
 
 
 def test_attest_fund_claim(system, operator, oracles, investors, chain):
@@ -90,6 +101,11 @@ def test_attest_fund_claim(system, operator, oracles, investors, chain):
     registry.submit(
         att.as_tuple(), signatures(att, oracles[:3], registry, chain.chain_id), sender=operator
     )
+    assert registry.epochStatus(POOL_ID, 1) == 1
+    with ape.reverts(registry.FundingExceedsOwed):
+        registry.fund(POOL_ID, att.investor_amount, sender=operator)
+    chain.pending_timestamp += CHALLENGE_SECONDS
+    chain.mine()
     assert registry.owed(POOL_ID) == att.investor_amount
     registry.fund(POOL_ID, att.investor_amount, sender=operator)
     assert registry.owed(POOL_ID) == 0
@@ -114,3 +130,17 @@ def test_transfer_to_outsider_reverts(system, investors):
     _, _, registry, token = system
     with ape.reverts(token.InvestorNotAllowed):
         token.transfer(registry, 1, sender=investors[0])
+
+
+def test_veto_in_window_and_frozen_holder(system, admin, operator, oracles, investors, chain):
+    _, _, registry, token = system
+    att = attestation(1_000)
+    registry.submit(
+        att.as_tuple(), signatures(att, oracles[:3], registry, chain.chain_id), sender=operator
+    )
+    registry.veto(POOL_ID, 1, keccak(text="reason"), sender=oracles[0])
+    assert registry.epochStatus(POOL_ID, 1) == 3
+    assert registry.latestEpoch(POOL_ID) == 0
+    token.freeze(investors[0], sender=admin)
+    with ape.reverts(token.AccountFrozen):
+        token.transfer(investors[1], 1, sender=investors[0])
