@@ -229,9 +229,15 @@ def test_readings_verify_against_the_key_held_at_their_time(
     store(db, device, before)
     use_key(device, new_key)
     store(db, device, after)
+    # the registry takes a period once it has ended on-chain: move the chain's clock on
+    ctx.client.w3.provider.make_request("evm_increaseTime", [4 * 3600])
+    ctx.client.w3.provider.make_request("evm_mine", [])
     for epoch in (1, 2, 3):
         outcome = attest_next(ctx, pool.name)
-        assert outcome.status == "confirmed", outcome.message
+        flags = db.execute(
+            "SELECT flags FROM oracle_epochs WHERE pool = %s AND epoch = %s", (pool.name, epoch)
+        ).fetchone()
+        assert outcome.status == "confirmed", (outcome.message, flags)
         leaf, detail = leaf_of(db, pool.name, epoch, device)
         assert leaf.excluded == 0, detail
     # and a reading after the rotation signed with the old key is not the device's
