@@ -1,4 +1,5 @@
-"""Registered signing addresses, cached in memory and looked up on demand.
+"""Registered devices (signing address, rated power, pool tariff bound and currency),
+cached in memory and looked up on demand.
 
 The whole table is reloaded every `refresh_seconds` (picking up re-keyed or deactivated
 devices); an id not in the cache is looked up at once, in one query per batch, and an id that
@@ -10,55 +11,59 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from typing import NamedTuple
 
 import psycopg
 
-DEVICES_SQL = (
-    "SELECT d.device_id, d.address, p.currency FROM devices d JOIN pools p ON p.name = d.pool"
+DEVICES = (
+    "SELECT d.device_id, d.address, d.rated_power_w, p.max_tariff_minor_per_kwh, p.currency"
+    " FROM devices d JOIN pools p ON p.name = d.pool WHERE d.active"
 )
 
 
+class Device(NamedTuple):
+    address: str  # checksummed signing address
+    rated_power_w: int
+    max_tariff_minor_per_kwh: int  # of the device's pool
+    currency: str  # of the device's pool
+
+
 class DeviceDirectory:
-    """device_id -> checksummed signing address of active, registered devices."""
+    """device_id -> `Device` of active, registered devices."""
 
     def __init__(self, refresh_seconds: float = 60.0, miss_seconds: float = 5.0) -> None:
         self.refresh_seconds = refresh_seconds
         self.miss_seconds = miss_seconds
-        self._addresses: dict[str, str] = {}
-        self._currencies: dict[str, str] = {}
+        self._devices: dict[str, Device] = {}
         self._misses: dict[str, float] = {}
         self._loaded_at = float("-inf")
 
     def address(self, device_id: str) -> str | None:
-        return self._addresses.get(device_id)
+        device = self._devices.get(device_id)
+        return device.address if device else None
 
-    def currency(self, device_id: str) -> str | None:
-        """The currency of the device's pool (its telemetry must report in it)."""
-        return self._currencies.get(device_id)
+    def device(self, device_id: str) -> Device | None:
+        return self._devices.get(device_id)
 
     def ensure(self, conn: psycopg.Connection, device_ids: Iterable[str]) -> None:
         """Make the cache current for `device_ids` (one query at most)."""
         now = time.monotonic()
         if now - self._loaded_at > self.refresh_seconds:
-            rows = conn.execute(DEVICES_SQL + " WHERE d.active").fetchall()
-            self._addresses = {r[0]: r[1] for r in rows}
-            self._currencies = {r[0]: r[2] for r in rows}
+            rows = conn.execute(DEVICES).fetchall()
+            self._devices = {row[0]: Device(*row[1:]) for row in rows}
             self._misses.clear()
             self._loaded_at = now
             return
         wanted = [
             d
             for d in set(device_ids)
-            if d not in self._addresses
+            if d not in self._devices
             and now - self._misses.get(d, float("-inf")) > self.miss_seconds
         ]
         if not wanted:
             return
-        rows = conn.execute(
-            DEVICES_SQL + " WHERE d.active AND d.device_id = ANY(%s)", (wanted,)
-        ).fetchall()
-        self._addresses.update((r[0], r[1]) for r in rows)
-        self._currencies.update((r[0], r[2]) for r in rows)
+        rows = conn.execute(DEVICES + " AND d.device_id = ANY(%s)", (wanted,)).fetchall()
+        self._devices.update((row[0], Device(*row[1:])) for row in rows)
         for device_id in set(wanted) - {r[0] for r in rows}:
             self._misses[device_id] = now
         if len(self._misses) > 100_000:

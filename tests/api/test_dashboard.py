@@ -79,6 +79,11 @@ def test_dashboard_shows_devices_chart_and_checks_a_proof(
             verdict = page.locator("#proof-verdict")
             expect(verdict).to_have_attribute("data-valid", "true", timeout=20_000)
             expect(verdict).to_contain_text("Proof valid")
+            signatures = page.locator("#signature-verdict")
+            expect(signatures).to_contain_text("device signatures behind this leaf verified")
+            verified = signatures.get_attribute("data-verified")
+            assert verified == signatures.get_attribute("data-signatures")
+            assert int(verified or 0) > 0
 
             page.click("#signin")
             holding = page.locator("#portfolio tr", has_text=POOL)
