@@ -104,7 +104,9 @@ function deviceRow(d) {
     `<span class="soc"><span class="track"><span style="width:${Math.min(100, d.soc_pct)}%"></span></span>${nf0.format(d.soc_pct)}%</span>`;
   return `<td><div class="mono"><span class="dot ${d.online ? "on" : ""}" title="${d.online ? "online" : "offline"}"></span>${esc(d.device_id)}</div>
       <div class="cell-sub">${esc(d.pool)}</div></td>
-    <td><span class="badge ${esc(d.status || "")}">${esc(d.status || "unknown")}</span></td>
+    <td>${d.online
+      ? `<span class="badge ${esc(d.status || "")}">${esc(d.status || "unknown")}</span>`
+      : `<span class="badge offline" title="last reported: ${esc(d.status || "nothing")}">offline</span>`}</td>
     <td class="num">${power(d.power_w)}</td>
     <td>${soc}</td>
     <td class="num">${energy(d.energy_wh_total)}</td>
