@@ -24,6 +24,7 @@ from gridshare.api.metrics import CHAIN_READS
 from gridshare.api.schemas import Attestation
 from gridshare.core.chain import ChainClient, DeploymentRecord, read_deployment
 from gridshare.core.chain.deployment import deployment_path
+from gridshare.core.chain.device_keys import DeviceKeys
 from gridshare.core.settings import Settings
 
 T = TypeVar("T")
@@ -82,6 +83,7 @@ class ChainReader:
         self._record: tuple[float, DeploymentRecord] | None = None
         self._cache: dict[tuple[Any, ...], tuple[float, Any]] = {}
         self._inflight: dict[tuple[Any, ...], asyncio.Future[Any]] = {}
+        self._keys: DeviceKeys | None = None
 
     # ----- plumbing -----
 
@@ -211,6 +213,20 @@ class ChainReader:
             }
 
         return await self.cached(("holdings", holder), read)
+
+    async def device_keys(self) -> DeviceKeys:
+        """Every device's on-chain key history (DeviceRegistry events), read incrementally
+        and refreshed at most every ttl seconds."""
+
+        def read() -> DeviceKeys:
+            record = self.record()
+            address = record.address("DeviceRegistry")
+            if self._keys is None or self._keys.registry != to_checksum_address(address):
+                self._keys = DeviceKeys(self.client().w3, address, record.block)
+            self._keys.refresh()
+            return self._keys
+
+        return await self.cached(("device_keys",), read)
 
     async def settlement(self, pool_id: str, epochs: list[int]) -> dict[int, EpochSettlement]:
         """Each epoch's status and challenge window end, read as of the next block (the

@@ -49,6 +49,30 @@ class Device(BaseModel):
     sessions_total: int | None
     revenue_minor_total: int | None
     currency: str
+    rated_power_w: int = Field(description="rated power recorded at provisioning, W")
+    flagged: bool = Field(
+        description="an uncleared device flag (e.g. a conflicting reading): left out of "
+        "attestations until an operator clears it"
+    )
+
+
+class SignedReading(BaseModel):
+    """One stored reading as the device signed it: re-verifiable by anyone."""
+
+    seq: int
+    ts: datetime = Field(description="device time of the reading")
+    received_at: datetime = Field(description="when ingest received it")
+    payload: str | None = Field(
+        description="the exact signed bytes (the payload without `sig`, keys sorted, no "
+        "whitespace, UTF-8): recover(EIP-191(payload), sig) is the device's signing address; "
+        "null for readings stored before evidence was kept"
+    )
+    sig: str | None = Field(description="0x-hex 65-byte signature r || s || v")
+
+
+class SignedReadingPage(BaseModel):
+    items: list[SignedReading] = Field(description="in device time order, then seq")
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null at end")
 
 
 class DevicePage(BaseModel):
@@ -187,6 +211,113 @@ class ProofCheck(BaseModel):
     valid: bool = Field(description="verifyLeaf on the attestation registry")
     onchain_root: str | None
     registry: str
+    signatures: int = Field(description="device-signed readings the leaf is derived from")
+    signatures_verified: int = Field(
+        description="how many of them say what is stored and recover to the key the device "
+        "held on-chain at their time (checked by the API; `gridshare audit` re-checks)"
+    )
+    signature_problems: list[str]
+    excluded: str | None = Field(description="why the leaf counts nothing, if it does not")
+
+
+class StoredMeters(BaseModel):
+    """What the database stores for a reading, beside the bytes the device signed (an auditor
+    compares the two)."""
+
+    time: datetime
+    energy_wh_total: int
+    revenue_minor_total: int
+    sessions_total: int | None
+
+
+class EvidenceReading(SignedReading):
+    """A reading that determines a leaf, with what the database stores beside it."""
+
+    roles: list[str] = Field(
+        description="which values it determines: first (first reading ever), before_start, "
+        "from_start, before_end, from_end (the readings around each period bound)"
+    )
+    stored: StoredMeters
+
+
+class KeyRecord(BaseModel):
+    """A signing key the device held on-chain (DeviceRegistry events), for device times in
+    [valid_from, valid_until); null ends are open."""
+
+    address: str
+    valid_from: datetime | None
+    valid_until: datetime | None
+    block: int
+
+
+class LeafRecord(BaseModel):
+    epoch: int
+    leaf: str = Field(description="keccak256(keccak256(abi.encode(fields))), 0x hex")
+    fields: LeafFields
+    proof: list[str]
+    merkle_root: str
+
+
+class Exclusion(BaseModel):
+    reason: str = Field(description="the check the device's readings failed")
+    detail: str | None
+
+
+class ChainRecord(BaseModel):
+    """Where to check: compare these addresses with the issuer's published ones."""
+
+    chain_id: int
+    attestation_registry: str
+    device_registry: str
+    deployment_block: int
+
+
+class Evidence(BaseModel):
+    """Everything needed to re-derive one device's leaf of one epoch."""
+
+    pool: str
+    pool_id: str
+    epoch: int
+    device_id: str
+    state: str
+    period_start: datetime
+    period_end: datetime
+    data_cutoff: datetime = Field(description="readings received later count in later epochs")
+    leaf: LeafRecord
+    previous: LeafRecord | None = Field(
+        description="the previous epoch's leaf, whose end values are this epoch's start values"
+    )
+    exclusion: Exclusion | None
+    readings: list[EvidenceReading]
+    keys: list[KeyRecord] | None = Field(description="null when the chain is unreachable")
+    chain: ChainRecord | None
+
+
+class DeviceEvidence(BaseModel):
+    device_id: str
+    leaf: str
+    values: list[str] = Field(description="the leaf's field values, in `names` order")
+    previous_values: list[str] | None
+    exclusion: Exclusion | None
+    readings: list[EvidenceReading]
+
+
+class EvidencePage(BaseModel):
+    """A page of an epoch's evidence, by device id."""
+
+    pool: str
+    pool_id: str
+    epoch: int
+    state: str
+    period_start: datetime
+    period_end: datetime
+    data_cutoff: datetime
+    merkle_root: str
+    names: list[str]
+    types: list[str]
+    chain: ChainRecord | None
+    items: list[DeviceEvidence]
+    next_cursor: str | None
 
 
 # ----- auth and investors -----

@@ -23,7 +23,7 @@ from typing import Any
 
 BENCH_DIR = Path(__file__).parent
 RESULTS = BENCH_DIR / "results"
-ORDER = ["gas", "ingest", "oracle", "api", "sim"]
+ORDER = ["gas", "ingest", "oracle", "audit", "api", "sim"]
 
 # (result file, dotted path into its JSON, comparison, target, what it means)
 TARGETS: list[tuple[str, str, str, float, str]] = [
@@ -33,7 +33,10 @@ TARGETS: list[tuple[str, str, str, float, str]] = [
     ("ingest", "fleets.1000.committed_msgs_per_s", ">=", 5_000, "ingest 1k devices, msg/s"),
     ("ingest", "fleets.10000.committed_msgs_per_s", ">=", 5_000, "ingest 10k devices, msg/s"),
     ("ingest", "fleets.1000.share_of_slower_raw_limit", ">=", 0.5, "ingest vs slower raw limit"),
-    ("oracle", "seconds.total", "<=", 5.0, "oracle epoch, 10k devices, seconds"),
+    ("ingest", "fleets.1000.evidence_cost_share", "<=", 0.10, "evidence cost, 1k devices, share"),
+    ("ingest", "fleets.10000.evidence_cost_share", "<=", 0.10, "evidence cost, 10k devices, share"),
+    ("oracle", "seconds.total", "<=", 10.0, "oracle epoch, 10k devices, signatures checked, s"),
+    ("audit", "seconds", "<=", 60.0, "gridshare audit of a 10k-device epoch, s"),
     (
         "api",
         "device_state_p99_ms_at_500_rps",

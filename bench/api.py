@@ -78,10 +78,12 @@ def load_data(settings: Settings) -> dict[str, float]:
         )
         conn.execute(
             """INSERT INTO telemetry (time, device_id, seq, status, power_w, soc_pct,
-                                      energy_wh_total, sessions_total, revenue_minor_total)
+                                      energy_wh_total, sessions_total, revenue_minor_total,
+                                      signed_bytes, sig)
                SELECT %(start)s + make_interval(secs => s * %(step)s + d %% 60),
                       'cp-' || lpad(d::text, 6, '0'), s, 'charging', 7000, (s %% 100),
-                      s * 600 + (s * d) %% 100, s / 12, (s * 600 + (s * d) %% 100) / 4
+                      s * 600 + (s * d) %% 100, s / 12, (s * 600 + (s * d) %% 100) / 4,
+                      '', ''
                FROM generate_series(0, %(last)s) s, generate_series(1, %(devices)s) d""",
             {
                 "start": START,

@@ -51,7 +51,10 @@ class QuarantineReason(StrEnum):
     BAD_SIGNATURE = "bad_signature"
     METER_REGRESSION = "meter_regression"
     TOO_LARGE = "too_large"
-    WRONG_CURRENCY = "wrong_currency"  # telemetry currency differs from its pool's
+    CONFLICTING_READING = "conflicting_reading"  # same (device_id, seq), other signed bytes
+    BAD_TIMESTAMP = "bad_timestamp"  # device clock too far ahead of receipt, or too old
+    IMPLAUSIBLE_READING = "implausible_reading"  # meters rose faster than the device can
+    WRONG_CURRENCY = "wrong_currency"  # not the currency of the device's pool
 
 
 Status = Literal["idle", "charging", "generating", "swapping", "fault", "maintenance"]

@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     ingest_offline_seconds: float = Field(default=300, gt=0)  # silence before a device is offline
     ingest_worker: str = Field(default="main", pattern=r"^[A-Za-z0-9_.-]{1,40}$")
     ingest_client_id: str = ""  # MQTT client id; empty: gridshare-ingest-{hostname}-{worker}
+    ingest_max_clock_ahead_seconds: int = Field(default=300, ge=0)  # device ts ahead of receipt
+    ingest_max_backfill_seconds: int = Field(default=2_592_000, ge=0)  # device ts behind receipt
+    ingest_capacity_margin: float = Field(default=1.5, ge=1)  # on rated power x elapsed time
+    ingest_capacity_slack_seconds: float = Field(default=900, ge=0)  # added to elapsed time
+    ingest_keep_evidence: bool = True  # false only to measure its cost: rows are unverifiable
     ingest_shared: bool = False  # several workers: share telemetry via $share/gridshare-ingest
     # Clustered broker (docs/scale-out.md): nodes of the local cluster (0: one Mosquitto, or
     # what `stack up --cluster N` recorded); its loopback ports start at cluster_port; a cluster

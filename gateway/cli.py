@@ -8,6 +8,7 @@ from rich.console import Console
 from gridshare.core.logs import setup_logging
 from gridshare.core.payloads import DeviceType
 from gridshare.core.settings import get_settings
+from gridshare.gateway.flags import clear_flags
 from gridshare.gateway.ocpp import provision_ocpp, set_tariff
 from gridshare.gateway.provision import provision, revoke, rotate_key
 
@@ -26,11 +27,19 @@ def provision_command(
     skip_chain: bool = typer.Option(
         False, "--skip-chain", help="Keys, database and broker only; a later run registers."
     ),
+    rated_power_w: int | None = typer.Option(
+        None, "--rated-power-w", min=1, help="Rated power of new devices, W (default per type)."
+    ),
+    max_tariff: int | None = typer.Option(
+        None, "--max-tariff", min=1, help="New pools' maximum tariff, minor units per kWh."
+    ),
 ) -> None:
     """Create pools of devices: keys, DB rows, broker logins, on-chain tokens and registry."""
     settings = get_settings()
     setup_logging(settings.log_level)
-    result = provision(settings, pools, per_pool, device_type, share_bps, chain=not skip_chain)
+    result = provision(
+        settings, pools, per_pool, device_type, share_bps, not skip_chain, rated_power_w, max_tariff
+    )
     console.print(
         f"pools: {len(result.pools)} ({len(result.pools_created)} new); devices: "
         f"{result.devices_total} ({len(result.devices_created)} new, "
@@ -89,3 +98,17 @@ def tariff_command(
     settings = get_settings()
     set_tariff(settings, pool, minor_per_kwh)
     console.print(f"{pool}: tariff {minor_per_kwh} per kWh")
+
+
+@app.command("clear-flag")
+def clear_flag_command(
+    device_id: str = typer.Argument(..., help="e.g. cp-000001"),
+    reason: str = typer.Option(..., "--reason", help="Why the device is trusted again."),
+) -> None:
+    """Clear a device's open flags (e.g. a conflicting reading), recording who and why."""
+    settings = get_settings()
+    setup_logging(settings.log_level)
+    cleared = clear_flags(settings, device_id, reason)
+    console.print(
+        f"{device_id}: {cleared} open flag(s) cleared" if cleared else f"{device_id}: no open flags"
+    )

@@ -83,8 +83,14 @@ def provision(
     device_type: DeviceType | None = None,
     share_bps: int | None = None,
     chain: bool = True,
+    rated_power_w: int | None = None,
+    max_tariff_minor_per_kwh: int | None = None,
 ) -> ProvisionResult:
     """Make sure the first `pools` pools exist with at least `per_pool` devices each.
+
+    Devices created now get `rated_power_w` and pools created now
+    `max_tariff_minor_per_kwh`, each their type's default when not given (the bounds ingest
+    checks readings against).
 
     With `chain=False` the pools and devices are not created on-chain (yet): a later run with
     the chain step completes them, since that step works from the rows still lacking a token
@@ -103,8 +109,8 @@ def provision(
         result.pools_created = [name for name, _ in plan if name not in existing_pools]
         result.devices_created = [i.device_id for i in created]
         with conn.transaction():
-            _insert_pools(conn, plan, share, ephemeral=False, skip=existing_pools)
-            _insert_devices(conn, created, ephemeral=False)
+            _insert_pools(conn, plan, share, False, existing_pools, max_tariff_minor_per_kwh)
+            _insert_devices(conn, created, ephemeral=False, rated_power_w=rated_power_w)
             if created:
                 conn.execute("SELECT pg_notify(%s, '*')", (db.DEVICES_CHANNEL,))
         revoked = _revoked(conn)
@@ -309,25 +315,33 @@ def _insert_pools(
     share_bps: int,
     ephemeral: bool,
     skip: set[str],
+    max_tariff_minor_per_kwh: int | None = None,
 ) -> None:
+    """Insert the planned pools not in `skip`; the maximum tariff NULL takes the type's
+    default (a trigger, migration 0042)."""
     rows = [
-        (name, pool_id(name), kind.value, share_bps, ephemeral)
+        (name, pool_id(name), kind.value, share_bps, ephemeral, max_tariff_minor_per_kwh)
         for name, kind in plan
         if name not in skip
     ]
     if rows:
         with conn.cursor() as cur:
             cur.executemany(
-                "INSERT INTO pools (name, pool_id, device_type, share_bps, ephemeral)"
-                " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (name) DO NOTHING",
+                "INSERT INTO pools (name, pool_id, device_type, share_bps, ephemeral,"
+                " max_tariff_minor_per_kwh)"
+                " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (name) DO NOTHING",
                 rows,
             )
 
 
 def _insert_devices(
-    conn: psycopg.Connection, identities: list[DeviceIdentity], ephemeral: bool
+    conn: psycopg.Connection,
+    identities: list[DeviceIdentity],
+    ephemeral: bool,
+    rated_power_w: int | None = None,
 ) -> None:
-    """COPY into a staging table, then insert what is new (devices and their state rows)."""
+    """COPY into a staging table, then insert what is new (devices and their state rows).
+    A rated power of None takes the type's default (a trigger, migration 0042)."""
     if not identities:
         return
     conn.execute(
@@ -341,10 +355,10 @@ def _insert_devices(
                     (identity.device_id, identity.type.value, identity.pool, identity.address)
                 )
         cur.execute(
-            "INSERT INTO devices (device_id, type, pool, address, ephemeral)"
-            " SELECT device_id, type, pool, address, %s FROM devices_new"
+            "INSERT INTO devices (device_id, type, pool, address, ephemeral, rated_power_w)"
+            " SELECT device_id, type, pool, address, %s, %s::bigint FROM devices_new"
             " ON CONFLICT (device_id) DO NOTHING",
-            (ephemeral,),
+            (ephemeral, rated_power_w),
         )
         cur.execute(
             "INSERT INTO device_state (device_id) SELECT device_id FROM devices_new"

@@ -8,6 +8,7 @@ import typer
 from pydantic import ValidationError
 
 from gridshare.api.cli import serve as api_serve
+from gridshare.audit import audit_command
 from gridshare.bridges import cli as bridges_cli
 from gridshare.core.chain import cli as chain_cli
 from gridshare.core.chain import servicing_cli
@@ -32,6 +33,7 @@ app.command("ingest")(ingest)
 app.add_typer(oracle_cli.oracle_app, name="oracle")
 app.add_typer(oracle_cli.operator_app, name="operator")
 app.add_typer(oracle_cli.investor_app, name="investor")
+app.command("audit")(audit_command)
 app.add_typer(servicing_cli.guardian_app, name="guardian")
 app.add_typer(servicing_cli.agent_app, name="agent")
 

@@ -2,8 +2,12 @@
 
 Checks run cheapest first: size, JSON, schema (`parse_telemetry`), that the payload's
 `device_id` is the id in the topic, that the device is registered, then the signature over
-the canonical bytes against the registered address. Duplicates and meter monotonicity need
-the stored readings and are decided by the writer inside the batch's transaction.
+the canonical bytes against the key the device held on-chain at the reading's time (or, for
+a device the chain does not know, the database's address; see `keys.py`). Only then, so
+that they judge what the device itself signed: the currency must be the pool's
+(`wrong_currency`) and the device's clock within the window around receipt
+(`bad_timestamp`). Duplicates, conflicting copies and the meter rules need the stored
+readings and are decided by the writer inside the batch's transaction.
 
 A payload whose `device_id` differs from the topic's is quarantined as `unknown_device`: the
 broker's ACL vouches only for the topic's id, so the publisher is not known to be the device
@@ -27,6 +31,7 @@ from gridshare.core.payloads import (
 )
 from gridshare.core.signing import SignatureError, recover
 from gridshare.ingest.devices import DeviceDirectory
+from gridshare.ingest.keys import OnchainSigners
 
 TOPIC_RE = re.compile(r"^gridshare/v1/devices/([^/]*)/(telemetry|status)$")
 DEVICE_ID_RE = re.compile(DEVICE_ID_PATTERN)
@@ -46,10 +51,18 @@ class Message(NamedTuple):
     received_mono: float
 
 
+class TimeWindow(NamedTuple):
+    """How far a device's `ts` may be ahead of receipt, or behind it (seconds)."""
+
+    ahead_seconds: float = 300.0
+    backfill_seconds: float = 2_592_000.0
+
+
 @dataclass(frozen=True)
 class Reading:
     message: Message
     telemetry: Telemetry
+    signed: bytes  # the canonical bytes the signature was verified over
 
 
 @dataclass(frozen=True)
@@ -75,10 +88,15 @@ def claimed_id(topic: str) -> str | None:
     return match.group(1) if match else None
 
 
-def classify(message: Message, directory: DeviceDirectory) -> Verdict:
+def classify(
+    message: Message,
+    directory: DeviceDirectory,
+    window: TimeWindow = TimeWindow(),
+    signers: OnchainSigners | None = None,
+) -> Verdict:
     """Decide what one message is. Never raises on any input."""
     try:
-        return _classify(message, directory)
+        return _classify(message, directory, window, signers)
     except Exception as exc:  # an unforeseen failure on untrusted input: the worker goes on
         return Rejection(message, QuarantineReason.SCHEMA_ERROR, f"unexpected: {exc!r}"[:300])
 
@@ -92,7 +110,12 @@ def unknown_claim(verdict: Verdict) -> str | None:
     return None
 
 
-def _classify(message: Message, directory: DeviceDirectory) -> Verdict:
+def _classify(
+    message: Message,
+    directory: DeviceDirectory,
+    window: TimeWindow,
+    signers: OnchainSigners | None,
+) -> Verdict:
     match = TOPIC_RE.match(message.topic)
     if match is None:
         return Rejection(message, QuarantineReason.SCHEMA_ERROR, "not a device topic")
@@ -100,34 +123,53 @@ def _classify(message: Message, directory: DeviceDirectory) -> Verdict:
     try:
         if kind == "status":
             return StatusChange(message, topic_id, _status(message.payload, topic_id, directory))
-        return Reading(message, _telemetry(message.payload, topic_id, directory))
+        return Reading(message, *_telemetry(message, topic_id, directory, window, signers))
     except PayloadError as exc:
         return Rejection(message, exc.reason, exc.detail)
 
 
-def _telemetry(untrusted_raw: bytes, topic_id: str, directory: DeviceDirectory) -> Telemetry:
-    reading, canonical = parse_telemetry(untrusted_raw)
+def _telemetry(
+    message: Message,
+    topic_id: str,
+    directory: DeviceDirectory,
+    window: TimeWindow,
+    signers: OnchainSigners | None,
+) -> tuple[Telemetry, bytes]:
+    reading, canonical = parse_telemetry(message.payload)
     if reading.device_id != topic_id:
         raise PayloadError(
             QuarantineReason.UNKNOWN_DEVICE,
             f"payload device_id {reading.device_id} published on the topic of {topic_id[:80]}",
         )
-    address = _registered(topic_id, directory)
+    address: str | None = _registered(topic_id, directory)
+    source = "registered"
+    if signers is not None:
+        on_chain, key = signers.signer(topic_id, reading.ts)
+        if on_chain:
+            address, source = key, "on-chain key at ts"
     try:
         signer = recover(canonical, reading.sig)
     except SignatureError as exc:
         raise PayloadError(QuarantineReason.BAD_SIGNATURE, str(exc)) from exc
-    if signer.lower() != address.lower():
+    if address is None or signer.lower() != address.lower():
         raise PayloadError(
-            QuarantineReason.BAD_SIGNATURE, f"signed by {signer}, registered {address}"
+            QuarantineReason.BAD_SIGNATURE, f"signed by {signer}, {source} {address}"
         )
-    expected = directory.currency(topic_id)
-    if expected is not None and reading.currency != expected:
+    device = directory.device(topic_id)
+    if device is not None and reading.currency != device.currency:
         raise PayloadError(
             QuarantineReason.WRONG_CURRENCY,
-            f"reports {reading.currency}; its pool is settled in {expected}",
+            f"currency {reading.currency}, the pool's is {device.currency}",
         )
-    return reading
+    behind = message.received_at - reading.ts.timestamp()
+    if behind < -window.ahead_seconds or behind > window.backfill_seconds:
+        where = f"{-behind:.0f} s ahead of" if behind < 0 else f"{behind:.0f} s behind"
+        raise PayloadError(
+            QuarantineReason.BAD_TIMESTAMP,
+            f"ts {reading.ts.isoformat()} is {where} receipt (allowed: "
+            f"{window.ahead_seconds:.0f} s ahead, {window.backfill_seconds:.0f} s behind)",
+        )
+    return reading, canonical
 
 
 def _status(untrusted_raw: bytes, topic_id: str, directory: DeviceDirectory) -> bool | None:

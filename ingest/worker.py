@@ -30,11 +30,21 @@ from gridshare.core.settings import Settings
 from gridshare.core.stack import cluster
 from gridshare.ingest import cluster as cluster_consumer
 from gridshare.ingest import metrics
+from gridshare.ingest.decide import Capacity
 from gridshare.ingest.devices import DeviceDirectory
+from gridshare.ingest.keys import OnchainSigners
 from gridshare.ingest.quarantine import QuarantinePolicy, prune
 from gridshare.ingest.receiver import Receiver, ReceiverDied
 from gridshare.ingest.revocation import DeviceChanges
-from gridshare.ingest.validate import Message, Rejection, Verdict, classify, unknown_claim
+from gridshare.ingest.validate import (
+    Message,
+    Reading,
+    Rejection,
+    TimeWindow,
+    Verdict,
+    classify,
+    unknown_claim,
+)
 from gridshare.ingest.writer import BatchWriter, Outcome
 
 TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError, ServiceUnreachable)
@@ -47,6 +57,13 @@ DRAIN_IDLE = 0.5  # ... until nothing arrived for this long
 SWITCH_INTERVAL = 0.001
 PRUNE_SECONDS = 600.0  # quarantine retention applied this often (and at start)
 log = logging.getLogger(__name__)
+
+
+def _signed(verdict: Verdict) -> bool:
+    """A reading, or a message refused for its signature."""
+    return isinstance(verdict, Reading) or (
+        isinstance(verdict, Rejection) and verdict.reason is QuarantineReason.BAD_SIGNATURE
+    )
 
 
 def default_client_id(settings: Settings) -> str:
@@ -70,6 +87,10 @@ class Worker:
         self.directory = DeviceDirectory()
         self.changes = DeviceChanges(settings, self.directory)
         self.quarantine = QuarantinePolicy.from_settings(settings)
+        self.signers: OnchainSigners | None = None  # the chain's keys, read in `run`
+        self.window = TimeWindow(
+            settings.ingest_max_clock_ahead_seconds, settings.ingest_max_backfill_seconds
+        )
         receive_maximum = min(65535, max(1000, 8 * settings.ingest_batch_size))
         if cluster.enabled(settings):  # a competing consumer of the cluster's queue
             self.link = cluster_consumer.receiver(settings, self.client_id, receive_maximum)
@@ -89,11 +110,14 @@ class Worker:
         sys.setswitchinterval(SWITCH_INTERVAL)
         db.migrate(self.settings)
         self.directory.ensure(self._database().conn, ())  # loads every registered device
+        self.signers = OnchainSigners.for_settings(self.settings)
         metrics.serve(self.settings.ingest_metrics_port, self.settings.ingest_metrics_host)
         self.changes.start()
         self.link.start()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._stop)
+        if not self.settings.ingest_keep_evidence:
+            log.warning("GRIDSHARE_INGEST_KEEP_EVIDENCE is off: stored readings are unverifiable")
         log.info("ingest worker running", extra={"fields": {"client_id": self.client_id}})
         ended = False
         try:
@@ -138,7 +162,10 @@ class Worker:
         return ahead.result() if ahead is not None else []
 
     def _classify(self, batch: list[Message]) -> list[Verdict]:
-        return [classify(message, self.directory) for message in batch]
+        return [self._classify_one(message) for message in batch]
+
+    def _classify_one(self, message: Message) -> Verdict:
+        return classify(message, self.directory, self.window, self.signers)
 
     def _flush(self) -> bool:
         """After a stop request: commit and ack what had arrived by then (more keeps coming
@@ -189,12 +216,19 @@ class Worker:
             return True
 
     def _recheck(self, conn: psycopg.Connection, batch: list[Verdict]) -> list[Verdict]:
-        """Look up devices the cache did not know and classify their messages again."""
-        unknown = {i: d for i, v in enumerate(batch) if (d := unknown_claim(v)) is not None}
-        self.directory.ensure(conn, [d for d in unknown.values() if d])
-        return [
-            classify(v.message, self.directory) if i in unknown else v for i, v in enumerate(batch)
-        ]
+        """Look up devices the cache did not know and classify their messages again; the
+        same for signed readings once new on-chain key events were read (a rotation: a
+        reading refused under the old key may be good, one taken may not be)."""
+        again = {i for i, v in enumerate(batch) if unknown_claim(v) is not None}
+        self.directory.ensure(conn, [d for v in batch if (d := unknown_claim(v))])
+        if self.signers is not None:
+            refused = any(
+                isinstance(v, Rejection) and v.reason is QuarantineReason.BAD_SIGNATURE
+                for v in batch
+            )
+            if self.signers.refresh(force=refused):
+                again |= {i for i, v in enumerate(batch) if _signed(v)}
+        return [self._classify_one(v.message) if i in again else v for i, v in enumerate(batch)]
 
     def _isolate(self, batch: list[Verdict], exc: psycopg.Error) -> bool:
         """The database refused the batch's data (not a connection problem): write message
@@ -221,8 +255,21 @@ class Worker:
     def _database(self) -> BatchWriter:
         if self._writer is None:
             self._conn = db.connect(self.settings, autocommit=True)
-            self._writer = BatchWriter(self._conn, self.quarantine)
+            self._writer = BatchWriter(
+                self._conn, self._capacity, self.settings.ingest_keep_evidence, self.quarantine
+            )
         return self._writer
+
+    def _capacity(self, device_id: str) -> Capacity | None:
+        device = self.directory.device(device_id)
+        if device is None:
+            return None
+        return Capacity(
+            device.rated_power_w,
+            device.max_tariff_minor_per_kwh,
+            self.settings.ingest_capacity_margin,
+            self.settings.ingest_capacity_slack_seconds,
+        )
 
     def _lost_database(self, exc: Exception) -> None:
         log.warning("database error; batch not acknowledged", extra={"fields": {"error": str(exc)}})

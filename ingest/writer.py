@@ -2,19 +2,21 @@
 
 Inside the transaction the batch's `device_state` rows are locked in device-id order, so
 two workers never decide duplicates or monotonicity for one device at the same time, and
-duplicates are decided before anything is written. The fast path needs no telemetry
-lookups: `last_seq` is the highest seq stored, so a reading above it is new and is compared
-with the meters held in `device_state`. Readings at or below `last_seq` (replays,
-redeliveries) look up their stored neighbours, and whether their seq is stored, through the
-(device_id, seq) index; so do those of a device with no reading in `device_state` if one
-probe finds telemetry rows of it all the same (restored or loaded by hand).
+duplicates are decided before anything is written. A reading whose seq is stored with other
+signed bytes is quarantined as `conflicting_reading` and flags its device (`device_flags`,
+in the same transaction). The fast path needs no telemetry lookups: `last_seq` is the
+highest seq stored, so a reading above it is new and is compared with the meters held in
+`device_state`. Readings at or below `last_seq` (replays, redeliveries) look up their
+stored neighbours, and whether their seq is stored, through the (device_id, seq) index; so
+do those of a device with no reading in `device_state` if one probe finds telemetry rows of
+it all the same (restored or loaded by hand).
 
-The accepted readings are COPYed into a temporary staging table and moved with `INSERT …
-SELECT … ON CONFLICT DO NOTHING`: a net that never aborts a batch. (It used to add `WHERE
-NOT EXISTS (same device_id, seq)` for TimescaleDB, whose unique index is (device_id, seq,
-time); with the duplicates already decided under the lock that only cost a scan: the
-planner, seeing an unanalysed staging table, hashed the whole telemetry table for every
-batch.)
+The accepted readings, with their evidence (signed bytes and signature), are COPYed into a
+temporary staging table and moved with `INSERT … SELECT … ON CONFLICT DO NOTHING`: a net
+that never aborts a batch. (It used to add `WHERE NOT EXISTS (same device_id, seq)` for
+TimescaleDB, whose unique index is (device_id, seq, time); with the duplicates already
+decided under the lock that only cost a scan: the planner, seeing an unanalysed staging
+table, hashed the whole telemetry table for every batch.)
 
 `device_state` follows the readings in the same statement that moves them (SQL over the
 rows just inserted, no Python per reading): online, `last_seen` the latest time heard,
@@ -26,13 +28,14 @@ online), and an `online` status also counts for `last_seen`.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import psycopg
 
 from gridshare.core.payloads import QuarantineReason
-from gridshare.ingest.decide import Point, Stored, decide
+from gridshare.ingest.decide import Capacity, Point, Stored, decide
 from gridshare.ingest.quarantine import QuarantinePolicy
 from gridshare.ingest.validate import Reading, Rejection, StatusChange, Verdict, claimed_id
 
@@ -40,11 +43,11 @@ NOTIFY_CHANNEL = "gridshare_device"
 NOTIFY_MAX_BYTES = 7000  # PostgreSQL refuses payloads of 8000 bytes or more
 COLUMNS = (
     "time, device_id, seq, status, power_w, soc_pct, energy_wh_total, sessions_total,"
-    " revenue_minor_total, currency, received_at"
+    " revenue_minor_total, currency, received_at, signed_bytes, sig"
 )
 # COLUMNS' types: binary COPY skips formatting and parsing text
 STAGING_TYPES = ("timestamptz", "text", "int8", "text", "float8", "float8", "int8", "int8", "int8",
-                 "text", "timestamptz")  # fmt: skip
+                 "text", "timestamptz", "bytea", "bytea")  # fmt: skip
 STAGING = (
     "CREATE TEMP TABLE IF NOT EXISTS ingest_staging"
     " (LIKE telemetry INCLUDING DEFAULTS) ON COMMIT DELETE ROWS",
@@ -84,14 +87,17 @@ WHERE d.device_id = u.device_id
        OR d.last_seen IS DISTINCT FROM greatest(d.last_seen, u.heard))
 RETURNING d.device_id"""
 NEIGHBOURS = """SELECT c.i,
-  EXISTS (SELECT 1 FROM telemetry t WHERE t.device_id = c.d AND t.seq = c.s),
-  b.seq, b.energy_wh_total, b.revenue_minor_total, b.sessions_total,
-  a.seq, a.energy_wh_total, a.revenue_minor_total, a.sessions_total
+  (SELECT t.signed_bytes FROM telemetry t WHERE t.device_id = c.d AND t.seq = c.s LIMIT 1),
+  b.seq, b.energy_wh_total, b.revenue_minor_total, b.sessions_total, b.time,
+  a.seq, a.energy_wh_total, a.revenue_minor_total, a.sessions_total, a.time
 FROM unnest(%s::int[], %s::text[], %s::int8[]) AS c(i, d, s)
-LEFT JOIN LATERAL (SELECT seq, energy_wh_total, revenue_minor_total, sessions_total
+LEFT JOIN LATERAL (SELECT seq, energy_wh_total, revenue_minor_total, sessions_total, time
   FROM telemetry t WHERE t.device_id = c.d AND t.seq < c.s ORDER BY t.seq DESC LIMIT 1) b ON true
-LEFT JOIN LATERAL (SELECT seq, energy_wh_total, revenue_minor_total, sessions_total
+LEFT JOIN LATERAL (SELECT seq, energy_wh_total, revenue_minor_total, sessions_total, time
   FROM telemetry t WHERE t.device_id = c.d AND t.seq > c.s ORDER BY t.seq LIMIT 1) a ON true"""
+FLAG = """INSERT INTO device_flags (device_id, reason, detail, seq, signed_bytes, sig, received_at)
+SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::int8[], %s::bytea[], %s::bytea[],
+  %s::timestamptz[])"""
 SWEEP = """WITH stale AS (
   SELECT device_id FROM device_state
   WHERE online AND (last_seen IS NULL OR last_seen < now() - make_interval(secs => %s))
@@ -114,12 +120,21 @@ class Outcome:
 
 
 class BatchWriter:
-    """Writes verdicts on one connection (autocommit; each batch is an explicit transaction)."""
+    """Writes verdicts on one connection (autocommit; each batch is an explicit transaction).
+    `capacity(device_id)` bounds a device's meters (None: not bounded). Without
+    `keep_evidence` (only to measure what keeping it costs) rows get empty evidence, which
+    nobody can verify."""
 
     def __init__(
-        self, conn: psycopg.Connection, quarantine: QuarantinePolicy | None = None
+        self,
+        conn: psycopg.Connection,
+        capacity: Callable[[str], Capacity | None] = lambda device_id: None,
+        keep_evidence: bool = True,
+        quarantine: QuarantinePolicy | None = None,
     ) -> None:
         self.conn = conn
+        self.capacity = capacity
+        self.keep_evidence = keep_evidence
         self.quarantine = quarantine or QuarantinePolicy()
         for statement in STAGING:
             conn.execute(statement)
@@ -138,13 +153,21 @@ class BatchWriter:
             readings = [r for r in readings if self._known(r, states, outcome)]
             statuses = [s for s in statuses if self._known(s, states, outcome)]
             decision = decide(
-                [r.telemetry for r in readings], self._stored_around(readings, states)
+                [r.telemetry for r in readings],
+                self._stored_around(readings, states),
+                [r.signed for r in readings],
+                self._capacities(readings),
             )
             outcome.duplicates = [readings[i] for i in decision.duplicates]
-            outcome.quarantined += [
-                Rejection(readings[i].message, QuarantineReason.METER_REGRESSION, detail)
-                for i, detail in decision.regressions.items()
-            ]
+            for reason, details in (
+                (QuarantineReason.METER_REGRESSION, decision.regressions),
+                (QuarantineReason.IMPLAUSIBLE_READING, decision.implausible),
+                (QuarantineReason.CONFLICTING_READING, decision.conflicts),
+            ):
+                outcome.quarantined += [
+                    Rejection(readings[i].message, reason, detail) for i, detail in details.items()
+                ]
+            self._flag([(readings[i], detail) for i, detail in decision.conflicts.items()])
             accepted = [readings[i] for i in decision.accepted]
             outcome.stored, late_duplicates = self._insert(accepted)
             outcome.duplicates += late_duplicates
@@ -180,16 +203,38 @@ class BatchWriter:
 
     def _lock_states(self, device_ids: list[str]) -> dict[str, Point | None]:
         """Lock the batch's device_state rows in id order; each device's latest stored
-        reading (seq and meters), None before its first."""
+        reading (seq, meters and device time), None before its first."""
         if not device_ids:
             return {}
         rows = self.conn.execute(
-            "SELECT device_id, last_seq, energy_wh_total, revenue_minor_total, sessions_total"
+            "SELECT device_id, last_seq, energy_wh_total, revenue_minor_total, sessions_total,"
+            " extract(epoch FROM last_ts)::float8"
             " FROM device_state WHERE device_id = ANY(string_to_array(%s, ','))"
             " ORDER BY device_id FOR UPDATE",
             (",".join(device_ids),),
         ).fetchall()
         return {row[0]: Point(*row[1:]) if row[1] is not None else None for row in rows}
+
+    def _capacities(self, readings: list[Reading]) -> dict[str, Capacity]:
+        devices = {r.telemetry.device_id for r in readings}
+        return {d: bound for d in devices if (bound := self.capacity(d)) is not None}
+
+    def _flag(self, conflicts: list[tuple[Reading, str]]) -> None:
+        """Flag the devices of conflicting readings, keeping each conflicting copy."""
+        if not conflicts:
+            return
+        self.conn.execute(
+            FLAG,
+            (
+                [r.telemetry.device_id for r, _ in conflicts],
+                [QuarantineReason.CONFLICTING_READING.value] * len(conflicts),
+                [detail for _, detail in conflicts],
+                [r.telemetry.seq for r, _ in conflicts],
+                [r.signed for r, _ in conflicts],
+                [signature_bytes(r.telemetry.sig) for r, _ in conflicts],
+                [_wall(r.message.received_at) for r, _ in conflicts],
+            ),
+        )
 
     @staticmethod
     def _known(verdict: Reading | StatusChange, states: dict, outcome: Outcome) -> bool:
@@ -230,10 +275,10 @@ class BatchWriter:
                     [readings[i].telemetry.seq for i in lookups],
                 ),
             ).fetchall()
-            for index, duplicate, *sides in rows:
-                before = Point(*sides[:4]) if sides[0] is not None else None
-                after = Point(*sides[4:]) if sides[4] is not None else None
-                stored[index] = Stored(duplicate, before, after)
+            for index, signed, *sides in rows:
+                before = _point(sides[:5])
+                after = _point(sides[5:])
+                stored[index] = Stored(signed is not None, before, after, signed or b"")
         return stored
 
     def _with_rows(self, device_ids: list[str]) -> set[str]:
@@ -254,6 +299,7 @@ class BatchWriter:
         (stored, found already stored)."""
         if not accepted:
             return [], []
+        keep = self.keep_evidence
         with self.conn.cursor() as cur:
             with cur.copy(f"COPY ingest_staging ({COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
                 copy.set_types(STAGING_TYPES)
@@ -272,6 +318,8 @@ class BatchWriter:
                             t.revenue_minor_total,
                             t.currency,
                             _wall(reading.message.received_at),
+                            reading.signed if keep else b"",
+                            signature_bytes(t.sig) if keep else b"",
                         )
                     )
             inserted = set(cur.execute(MOVE_AND_FOLD).fetchall())
@@ -357,6 +405,18 @@ class BatchWriter:
     def _send(self, device_ids: list[str]) -> None:
         payload = json.dumps({"devices": device_ids}, separators=(",", ":"))
         self.conn.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, payload))
+
+
+def _point(row: list) -> Point | None:
+    """A stored neighbour from (seq, energy, revenue, sessions, time), None if absent."""
+    if row[0] is None:
+        return None
+    return Point(*row[:4], row[4].timestamp())
+
+
+def signature_bytes(sig: str) -> bytes:
+    """The 65 bytes of a validated `0x…` signature."""
+    return bytes.fromhex(sig[2:])
 
 
 def _wall(seconds: float) -> datetime:

@@ -25,6 +25,7 @@ from gridshare.oracle.context import OracleContext
 from gridshare.oracle.figures import ComputedEpoch, compute_epoch
 from gridshare.oracle.leaves import text_id
 from gridshare.oracle.periods import ensure_grid, to_unix, watermark
+from gridshare.oracle.provenance import ProvenanceRefused
 from gridshare.oracle.signer import OracleSigner, Prepared, SignerAnswer
 from gridshare.oracle.store import (
     EpochRow,
@@ -184,7 +185,10 @@ def _compute(
     assert grid is not None
     cutoff = cutoff or _cutoff(ctx, conn)
     prev_cutoff = data_cutoff_of(conn, pool, epoch - 1) if epoch > 1 else None
-    return compute_epoch(conn, grid, epoch, cutoff, prev_cutoff, ctx.oracle)
+    try:
+        return compute_epoch(conn, grid, epoch, cutoff, prev_cutoff, ctx.oracle, ctx.chain)
+    except ProvenanceRefused as exc:
+        raise OracleError(f"{pool}: epoch {epoch} cannot be computed: {exc}") from exc
 
 
 def _save(

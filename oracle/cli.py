@@ -1,8 +1,11 @@
-"""`gridshare oracle run|attest`, `gridshare operator fund`, `gridshare investor claim`."""
+"""`gridshare oracle run|attest|signer`, `gridshare operator fund`, `gridshare investor claim`."""
 
 from __future__ import annotations
 
+import signal
+import threading
 from datetime import UTC, datetime
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -10,7 +13,7 @@ from rich.console import Console
 from gridshare.core import db
 from gridshare.core.logs import setup_logging
 from gridshare.core.settings import Settings
-from gridshare.oracle import funding, service
+from gridshare.oracle import funding, remote, service
 from gridshare.oracle.aggregator import attest_next
 from gridshare.oracle.context import OracleContext
 
@@ -44,6 +47,22 @@ def attest(
     console.print(outcome.message, highlight=False, soft_wrap=True)
     if outcome.status in ("withheld", "flagged"):
         raise typer.Exit(2)
+
+
+@oracle_app.command("signer")
+def signer(
+    key_file: Path = typer.Option(..., "--key-file", help="JSON with private_key, or 0x-hex."),
+    db_url: str | None = typer.Option(None, "--db-url", help="Its own (read-only) database."),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(..., "--port", min=1, max=65535),
+) -> None:
+    """Serve one oracle key in its own process until SIGTERM (GRIDSHARE_ORACLE_SIGNER_URLS)."""
+    ctx = _context()
+    account = remote.load_key(key_file)
+    server = remote.serve(ctx.signer(account, db_url), host, port)
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    console.print(f"signer {account.address} on http://{host}:{port}", highlight=False)
+    server.serve_forever()
 
 
 @operator_app.command("fund")

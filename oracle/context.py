@@ -16,8 +16,11 @@ from gridshare.core.chain.accounts import Accounts, ChainAccount, load_accounts
 from gridshare.core.chain.attestation import SigningContext, signing_context
 from gridshare.core.chain.client import ChainClient
 from gridshare.core.chain.deployment import DeploymentRecord, read_deployment
+from gridshare.core.chain.device_keys import DeviceKeys
 from gridshare.core.settings import Settings
 from gridshare.oracle.leaves import text_id
+from gridshare.oracle.provenance import ChainView
+from gridshare.oracle.remote import RemoteSigner
 from gridshare.oracle.settings import OracleSettings
 from gridshare.oracle.signer import OracleSigner
 
@@ -57,6 +60,18 @@ class OracleContext:
         """Anyone may submit signed attestations; the first oracle key pays the gas."""
         return self.accounts.oracles[0]
 
+    def chain_view(self) -> ChainView:
+        """A fresh view of the chain (its own key history): each signer gets its own."""
+        return ChainView(
+            self.registry,
+            DeviceKeys(self.client.w3, self.record.address("DeviceRegistry"), self.record.block),
+        )
+
+    @cached_property
+    def chain(self) -> ChainView:
+        """The aggregator's own view of the chain."""
+        return self.chain_view()
+
     def refresh(self) -> None:
         """Forget what was read from the registry: set, threshold, versions."""
         for name in ("threshold", "oracle_set", "signers"):
@@ -67,6 +82,16 @@ class OracleContext:
     @cached_property
     def threshold(self) -> int:
         return int(self.client.call(self.registry.functions.threshold()))
+
+    def signer(self, account: ChainAccount, db_url: str | None = None) -> OracleSigner:
+        """A signer for one key, reading `db_url` and its own view of the chain."""
+        return OracleSigner(
+            account=account,
+            db_url=db_url or self.settings.db_url,
+            signing=self.signing_context,
+            settings=self.oracle,
+            chain=self.chain_view(),
+        )
 
     @cached_property
     def oracle_set(self) -> set[str]:
@@ -100,15 +125,13 @@ class OracleContext:
         return int(self.client.call(self.registry.functions.coinDecimals()))
 
     @cached_property
-    def signers(self) -> list[OracleSigner]:
-        """Our oracle keys that are in the registry's current set."""
+    def signers(self) -> list[OracleSigner | RemoteSigner]:
+        """Our oracle keys that are in the registry's current set: in this process, or its
+        own process where a URL is set."""
         return [
-            OracleSigner(
-                account=account,
-                db_url=self.oracle.signer_db_urls.get(i, self.settings.db_url),
-                signing=self.signing_context,
-                settings=self.oracle,
-            )
+            RemoteSigner(account.address, url, self.oracle.signer_timeout_seconds)
+            if (url := self.oracle.signer_urls.get(i))
+            else self.signer(account, self.oracle.signer_db_urls.get(i))
             for i, account in enumerate(self.accounts.oracles)
             if account.address.lower() in self.oracle_set
         ]

@@ -1,7 +1,12 @@
 """An epoch's attestation computed from the database: device leaves, Merkle root, pool figure.
 
-The aggregator and every signer call `compute_epoch` on their own connection; equal data gives
-an equal EIP-712 digest, byte for byte.
+The aggregator and every signer call `compute_epoch` on their own connection and their own
+view of the chain; equal data gives an equal EIP-712 digest, byte for byte. Start values come
+from the previous epoch's leaves proven by the on-chain root, and every reading a figure is
+derived from is checked against the device's on-chain key (provenance.py). A device that
+fails a check, or is flagged, or whose figure exceeds what its rated power can deliver, is
+excluded: its leaf carries the reason, zero figures, and its start values as end values, so
+its revenue carries into the first epoch it passes again. The pool still settles.
 
 Pool figure: energy and revenue are the sums of the device figures; the investor amount is
 revenue (HKD cents) x share (bps): cents -> 6-decimal stablecoin units is x10^4 and bps is
@@ -10,6 +15,7 @@ revenue (HKD cents) x share (bps): cents -> 6-decimal stablecoin units is x10^4 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -17,9 +23,10 @@ import psycopg
 
 from gridshare.core.chain.attestation import Attestation, investor_amount
 from gridshare.core.chain.merkle import MerkleTree
-from gridshare.oracle.leaves import DeviceLeaf, text_id
+from gridshare.oracle.leaves import EXCLUSIONS, DeviceLeaf, text_id
 from gridshare.oracle.meters import DeviceFigures, device_figures
 from gridshare.oracle.periods import PoolGrid, to_unix
+from gridshare.oracle.provenance import ChainView, check_device, previous_leaves
 from gridshare.oracle.settings import OracleSettings
 
 
@@ -37,10 +44,13 @@ class ComputedEpoch:
     leaves: list[DeviceLeaf]
     leaf_hashes: list[bytes]
     attestation: Attestation
+    exclusions: dict[str, tuple[str, str]]  # device id -> (reason, detail)
 
     @property
     def silent_devices(self) -> int:
-        return sum(1 for d in self.devices if d.readings == 0)
+        return sum(
+            1 for d in self.devices if d.readings == 0 and d.device_id not in self.exclusions
+        )
 
     @property
     def adjustment_energy_wh(self) -> int:
@@ -51,11 +61,60 @@ class ComputedEpoch:
         return sum(d.adjustment_revenue_minor for d in self.devices)
 
 
-def pool_share_bps(conn: psycopg.Connection, pool: str) -> int:
-    row = conn.execute("SELECT share_bps FROM pools WHERE name = %s", (pool,)).fetchone()
+def pool_terms(conn: psycopg.Connection, pool: str) -> tuple[int, int]:
+    """(investor share in bps, maximum tariff in minor units per kWh)."""
+    row = conn.execute(
+        "SELECT share_bps, max_tariff_minor_per_kwh FROM pools WHERE name = %s", (pool,)
+    ).fetchone()
     if row is None:
         raise LookupError(f"pool {pool} is unknown")
-    return int(row[0])
+    return int(row[0]), int(row[1])
+
+
+def exclusion(
+    f: DeviceFigures, chain: ChainView, period_seconds: int, max_tariff: int, margin: float
+) -> tuple[str, str] | None:
+    """Why the device's figures cannot count this epoch, or None."""
+    if f.flagged:
+        return "flagged", "the device has an open flag (conflicting readings); clear it first"
+    failed = check_device(f.determining, chain.keys.spans(f.device_id))
+    if failed is not None:
+        return failed
+    energy = f.energy_wh - f.adjustment_energy_wh  # within the period, late data aside
+    revenue = f.revenue_minor - f.adjustment_revenue_minor
+    energy_cap = int(f.rated_power_w * period_seconds / 3600 * margin)
+    if energy > energy_cap:
+        return "implausible", f"energy {energy} Wh in the period, rated power allows {energy_cap}"
+    revenue_cap = int(max(energy, 0) * max_tariff / 1000 * margin)
+    if revenue > revenue_cap:
+        return (
+            "implausible",
+            f"revenue {revenue} for {energy} Wh, maximum tariff allows {revenue_cap}",
+        )
+    return None
+
+
+def excluded_figures(f: DeviceFigures) -> DeviceFigures:
+    """Zero figures, end values = start values (what the next epoch starts from)."""
+    return dataclasses.replace(
+        f,
+        energy_wh=0,
+        revenue_minor=0,
+        sessions=0,
+        readings=0,
+        first_seq=0,
+        last_seq=0,
+        uptime_seconds=0,
+        meter_resets=0,
+        adjustment_energy_wh=0,
+        adjustment_revenue_minor=0,
+        end_energy_wh=f.start_energy_wh if f.carried else 0,
+        end_revenue_minor=f.start_revenue_minor if f.carried else 0,
+        end_sessions=f.start_sessions if f.carried else 0,
+        start_energy_wh=f.start_energy_wh if f.carried else 0,
+        start_revenue_minor=f.start_revenue_minor if f.carried else 0,
+        start_sessions=f.start_sessions if f.carried else 0,
+    )
 
 
 def pool_money_terms(conn: psycopg.Connection, pool: str) -> tuple[int, int]:
@@ -75,36 +134,61 @@ def compute_epoch(
     cutoff: datetime,
     prev_cutoff: datetime | None,
     settings: OracleSettings,
+    chain: ChainView,
 ) -> ComputedEpoch:
-    """Read the period's telemetry and build the epoch's leaves, root and attestation."""
+    """Read the period's telemetry and build the epoch's leaves, root and attestation;
+    ProvenanceRefused when the previous epoch's leaves do not match the on-chain root."""
     start, end = grid.bounds(epoch)
-    share_bps = pool_share_bps(conn, grid.pool)
-    figures = device_figures(
-        conn, grid.pool, epoch, start, end, cutoff, prev_cutoff, settings.reading_interval_seconds
+    share_bps, max_tariff = pool_terms(conn, grid.pool)
+    pool_id = text_id(grid.pool)
+    previous = {}
+    if epoch > 1:
+        previous = previous_leaves(conn, grid.pool, epoch - 1, chain.root(pool_id, epoch - 1))
+    chain.keys.refresh()
+    raw = device_figures(
+        conn,
+        grid.pool,
+        epoch,
+        start,
+        end,
+        cutoff,
+        prev_cutoff,
+        settings.reading_interval_seconds,
+        previous,
     )
-    leaves = [
-        DeviceLeaf(
-            pool=grid.pool,
-            epoch=epoch,
-            device_id=f.device_id,
-            energy_wh=f.energy_wh,
-            revenue_minor=f.revenue_minor,
-            sessions=f.sessions,
-            readings=f.readings,
-            first_seq=f.first_seq,
-            last_seq=f.last_seq,
-            uptime_seconds=f.uptime_seconds,
-            meter_resets=f.meter_resets,
-            adjustment_energy_wh=f.adjustment_energy_wh,
-            adjustment_revenue_minor=f.adjustment_revenue_minor,
+    figures, leaves, exclusions = [], [], {}
+    for f in raw:
+        failed = exclusion(f, chain, grid.period_seconds, max_tariff, settings.device_power_margin)
+        if failed is not None:
+            exclusions[f.device_id] = failed
+            f = excluded_figures(f)
+        figures.append(f)
+        leaves.append(
+            DeviceLeaf(
+                pool=grid.pool,
+                epoch=epoch,
+                device_id=f.device_id,
+                energy_wh=f.energy_wh,
+                revenue_minor=f.revenue_minor,
+                sessions=f.sessions,
+                readings=f.readings,
+                first_seq=f.first_seq,
+                last_seq=f.last_seq,
+                uptime_seconds=f.uptime_seconds,
+                meter_resets=f.meter_resets,
+                adjustment_energy_wh=f.adjustment_energy_wh,
+                adjustment_revenue_minor=f.adjustment_revenue_minor,
+                end_energy_wh=f.end_energy_wh,
+                end_revenue_minor=f.end_revenue_minor,
+                end_sessions=f.end_sessions,
+                excluded=EXCLUSIONS.index(failed[0]) if failed else 0,
+            )
         )
-        for f in figures
-    ]
     hashes = [leaf.leaf_hash() for leaf in leaves]
     root = MerkleTree(hashes).root if hashes else b"\x00" * 32
     revenue = sum(f.revenue_minor for f in figures)
     attestation = Attestation(
-        pool_id=text_id(grid.pool),
+        pool_id=pool_id,
         epoch=epoch,
         period_start=to_unix(start),
         period_end=to_unix(end),
@@ -125,4 +209,5 @@ def compute_epoch(
         leaves=leaves,
         leaf_hashes=hashes,
         attestation=attestation,
+        exclusions=exclusions,
     )

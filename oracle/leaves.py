@@ -3,12 +3,19 @@
     leaf = keccak256(bytes.concat(keccak256(abi.encode(
         bytes32 poolId, uint64 epoch, bytes32 deviceId, uint256 energyWh, uint256 revenueMinor,
         uint64 sessions, uint32 readings, uint64 firstSeq, uint64 lastSeq, uint32 uptimeSeconds,
-        uint32 meterResets, int256 adjustmentEnergyWh, int256 adjustmentRevenueMinor))))
+        uint32 meterResets, int256 adjustmentEnergyWh, int256 adjustmentRevenueMinor,
+        uint256 endEnergyWh, uint256 endRevenueMinor, uint64 endSessions, uint8 excluded))))
 
 This is what OpenZeppelin's `StandardMerkleTree.of(values, LEAF_TYPES)` hashes, and what the
 registry's `verifyLeaf` expects. The field list is part of the public interface: keep it stable
-(docs/oracle.md). Every field is a static ABI type, so the encoding is thirteen 32-byte words;
+(docs/oracle.md). Every field is a static ABI type, so the encoding is seventeen 32-byte words;
 `signing_bytes` builds them directly (the same bytes `eth_abi.encode` gives, much faster).
+
+The end values are the meter values the epoch used at its end: the next epoch starts from them,
+so a signer (or an auditor) takes a device's start values from a leaf it has checked against
+the on-chain root, never from a table. `excluded` is 0, or the code (EXCLUSIONS) of the check
+the device's readings failed: its figures are zero and its end values are its start values,
+so its revenue carries into the first epoch it passes again.
 """
 
 from __future__ import annotations
@@ -37,6 +44,10 @@ LEAF_TYPES: tuple[str, ...] = (
     "uint32",  # meterResets
     "int256",  # adjustmentEnergyWh
     "int256",  # adjustmentRevenueMinor
+    "uint256",  # endEnergyWh
+    "uint256",  # endRevenueMinor
+    "uint64",  # endSessions
+    "uint8",  # excluded (0, or an index into EXCLUSIONS)
 )
 LEAF_NAMES: tuple[str, ...] = (
     "poolId",
@@ -52,12 +63,26 @@ LEAF_NAMES: tuple[str, ...] = (
     "meterResets",
     "adjustmentEnergyWh",
     "adjustmentRevenueMinor",
+    "endEnergyWh",
+    "endRevenueMinor",
+    "endSessions",
+    "excluded",
+)
+# why a device's readings were not counted, by the code its leaf carries
+EXCLUSIONS: tuple[str, ...] = (
+    "",
+    "bad_signature",  # a determining reading's signature is not the device's on-chain key
+    "reading_mismatch",  # a stored reading differs from the bytes the device signed
+    "unsigned_reading",  # a determining reading has no signed bytes kept
+    "no_onchain_key",  # the device is not registered on-chain
+    "flagged",  # the device signed conflicting readings and is not cleared yet
+    "implausible",  # the figure exceeds what the device's rated power can deliver
 )
 
 _id_cache: dict[str, bytes] = {}
-# 13 words in LEAF_TYPES order: uint64 and uint256 below 2^64 as 24 zero bytes + Q, uint32 as
-# 28 zero bytes + I, int256 within int64 as 24 sign bytes + q
-_FAST = struct.Struct(">32s24xQ32s24xQ24xQ24xQ28xI24xQ24xQ28xI28xI24sq24sq")
+# 17 words in LEAF_TYPES order: uint64 and uint256 below 2^64 as 24 zero bytes + Q, uint32 as
+# 28 zero bytes + I, int256 within int64 as 24 sign bytes + q, uint8 as 31 zero bytes + B
+_FAST = struct.Struct(">32s24xQ32s24xQ24xQ24xQ28xI24xQ24xQ28xI28xI24sq24sq24xQ24xQ24xQ31xB")
 _SIGN = (b"\x00" * 24, b"\xff" * 24)
 
 
@@ -88,6 +113,25 @@ class DeviceLeaf:
     meter_resets: int
     adjustment_energy_wh: int
     adjustment_revenue_minor: int
+    end_energy_wh: int
+    end_revenue_minor: int
+    end_sessions: int
+    excluded: int = 0
+
+    @property
+    def exclusion(self) -> str:
+        """The reason name ('' when the device counts)."""
+        return EXCLUSIONS[self.excluded] if self.excluded < len(EXCLUSIONS) else "unknown"
+
+    @property
+    def carries(self) -> bool:
+        """Whether the next epoch starts from this leaf's end values. An excluded device that
+        never had a start value (excluded in its first epoch) has all-zero end values: it
+        starts from its first reading again, as a device without a leaf does."""
+        return not (
+            self.excluded
+            and not (self.end_energy_wh or self.end_revenue_minor or self.end_sessions)
+        )
 
     def values(self) -> tuple[object, ...]:
         """The ABI values in LEAF_TYPES order."""
@@ -105,7 +149,28 @@ class DeviceLeaf:
             self.meter_resets,
             self.adjustment_energy_wh,
             self.adjustment_revenue_minor,
+            self.end_energy_wh,
+            self.end_revenue_minor,
+            self.end_sessions,
+            self.excluded,
         )
+
+    @classmethod
+    def from_signing_bytes(cls, pool: str, device_id: str, data: bytes) -> DeviceLeaf:
+        """The leaf back from its ABI encoding (checked to name this pool and device)."""
+        if len(data) != 32 * len(LEAF_TYPES):
+            raise ValueError(f"a leaf encoding has {32 * len(LEAF_TYPES)} bytes, not {len(data)}")
+        words = [data[i : i + 32] for i in range(0, len(data), 32)]
+        if words[0] != text_id(pool) or words[2] != text_id(device_id):
+            raise ValueError(f"the leaf encoding is not {pool}/{device_id}'s")
+        ints = [
+            int.from_bytes(w, "big", signed=t.startswith("int"))
+            for w, t in zip(words, LEAF_TYPES, strict=True)
+        ]
+        leaf = cls(pool, ints[1], device_id, *ints[3:])
+        if leaf.signing_bytes() != data:
+            raise ValueError("the leaf encoding is not canonical")
+        return leaf
 
     def signing_bytes(self) -> bytes:
         """abi.encode of the fields: one struct.pack when every value fits its packed width
@@ -128,6 +193,10 @@ class DeviceLeaf:
                 adjust_e,
                 _SIGN[adjust_r < 0],
                 adjust_r,
+                self.end_energy_wh,
+                self.end_revenue_minor,
+                self.end_sessions,
+                self.excluded,
             )
         except struct.error:
             pass
@@ -146,6 +215,10 @@ class DeviceLeaf:
                 _word(self.meter_resets, 32),
                 _signed_word(adjust_e),
                 _signed_word(adjust_r),
+                _word(self.end_energy_wh, 256),
+                _word(self.end_revenue_minor, 256),
+                _word(self.end_sessions, 64),
+                _word(self.excluded, 8),
             )
         )
 
@@ -158,7 +231,9 @@ class DeviceLeaf:
         for name, value in zip(LEAF_NAMES, self.values(), strict=True):
             if isinstance(value, bytes):
                 out[name] = "0x" + value.hex()
-            elif name in ("energyWh", "revenueMinor") or name.startswith("adjustment"):
+            elif name in ("energyWh", "revenueMinor", "endEnergyWh", "endRevenueMinor") or (
+                name.startswith("adjustment")
+            ):
                 out[name] = str(value)
             else:
                 out[name] = value

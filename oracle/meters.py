@@ -9,7 +9,8 @@ For each device the meters are read at the period's bounds S and E (SPEC §7):
   value holds: no extrapolation, so a silent device earns nothing until it reports again.
 
 Late data is never rewritten into an attested epoch. An epoch starts each device's meters
-from the values its previous epoch *used* as end values (kept in `oracle_leaves`) or, in a
+from the values its previous epoch *used* as end values (its leaf's end values, which the
+caller has checked against the on-chain root; see provenance.py) or, in a
 device's first epoch, from its first reading ever. So the figure is meter(E) minus the value
 used before, and the part of it that belongs to earlier periods - meter(S) as known now minus
 the value used before - is shown as the leaf's adjustment. Nothing is lost or counted twice:
@@ -45,12 +46,21 @@ same epoch sees the same data while ingest keeps writing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import psycopg
 
+from gridshare.oracle.leaves import DeviceLeaf
+from gridshare.oracle.provenance import StoredReading
+
 DOWN_STATUSES = ("fault", "maintenance")
+BOUND_ALIASES = ("f", "s0", "s1", "e0", "e1")  # first reading, then around each bound
+BOUND_COLUMNS = ", ".join(
+    f"{a}_t, {a}_seq, {a}_e, {a}_r, {a}_s, {a}_b, {a}_g" for a in BOUND_ALIASES
+)
 METERS = {"e": "energy_wh_total", "r": "revenue_minor_total", "s": "coalesce(sessions_total, 0)"}
 
 
@@ -58,7 +68,8 @@ def _lookup(alias: str, condition: str, order: str) -> str:
     """The reading nearest a bound on one side, by index on (device_id, time)."""
     return f"""LEFT JOIN LATERAL (
         SELECT t.time AS {alias}_t, t.seq AS {alias}_seq, t.energy_wh_total AS {alias}_e,
-               t.revenue_minor_total AS {alias}_r, coalesce(t.sessions_total, 0) AS {alias}_s
+               t.revenue_minor_total AS {alias}_r, coalesce(t.sessions_total, 0) AS {alias}_s,
+               t.signed_bytes AS {alias}_b, t.sig AS {alias}_g
         FROM telemetry t
         WHERE t.device_id = v.device_id AND {condition} AND t.received_at <= %(cutoff)s
         ORDER BY {order} LIMIT 1) {alias} ON true"""
@@ -88,12 +99,17 @@ def _meter(meter: str) -> str:
 
 
 PERIOD_SQL = f"""
-WITH devs AS (
-    SELECT d.device_id, p.end_energy_wh AS p_e, p.end_revenue_minor AS p_r,
-           p.end_sessions AS p_s, p.device_id IS NOT NULL AS carried
+WITH prev AS (  -- end values of the previous epoch's leaves, as checked against the chain
+    SELECT * FROM unnest(%(p_ids)s::text[], %(p_e)s::numeric[], %(p_r)s::numeric[],
+                         %(p_s)s::numeric[]) AS p(device_id, p_e, p_r, p_s)
+),
+devs AS (
+    SELECT d.device_id, d.rated_power_w, p.p_e, p.p_r, p.p_s, p.device_id IS NOT NULL AS carried,
+           EXISTS (SELECT 1 FROM device_flags fl
+                   WHERE fl.device_id = d.device_id AND fl.flagged_at <= %(cutoff)s
+                     AND (fl.cleared_at IS NULL OR fl.cleared_at > %(cutoff)s)) AS flagged
     FROM devices d
-    LEFT JOIN oracle_leaves p
-           ON p.pool = d.pool AND p.epoch = %(epoch)s - 1 AND p.device_id = d.device_id
+    LEFT JOIN prev p ON p.device_id = d.device_id
     WHERE d.pool = %(pool)s
 ),
 b AS (
@@ -104,8 +120,9 @@ b AS (
     {_lookup("e0", "t.time < %(end)s", "t.time DESC, t.seq DESC")}
     {_lookup("e1", "t.time >= %(end)s", "t.time, t.seq")}
     LEFT JOIN LATERAL (
-        SELECT t.energy_wh_total AS f_e, t.revenue_minor_total AS f_r,
-               coalesce(t.sessions_total, 0) AS f_s
+        SELECT t.time AS f_t, t.seq AS f_seq, t.energy_wh_total AS f_e,
+               t.revenue_minor_total AS f_r, coalesce(t.sessions_total, 0) AS f_s,
+               t.signed_bytes AS f_b, t.sig AS f_g
         FROM telemetry t
         WHERE NOT v.carried AND s0_t IS NOT NULL  -- else the first reading is s1
           AND t.device_id = v.device_id AND t.received_at <= %(cutoff)s
@@ -123,7 +140,9 @@ b AS (
           AND t.time >= %(start)s AND t.time < %(end)s AND t.received_at <= %(cutoff)s) dn ON true
 ),
 m AS (
-    SELECT device_id, carried, readings, readings - down_readings AS up_readings, min_e, min_r,
+    SELECT device_id, carried, flagged, rated_power_w, readings,
+           readings - down_readings AS up_readings, min_e, min_r,
+           {BOUND_COLUMNS},
            CASE WHEN s1_t < %(end)s THEN s1_seq ELSE 0 END AS first_seq,
            CASE WHEN e0_t >= %(start)s THEN e0_seq ELSE 0 END AS last_seq,
            {_meter("e")}, {_meter("r")}, {_meter("s")}
@@ -141,7 +160,9 @@ SELECT m.device_id, figure_e::bigint, figure_r::bigint, figure_s::bigint,
            WHERE t.device_id = m.device_id AND t.time < %(start)s
              AND t.time >= %(start)s - (%(end)s - %(start)s)
              AND t.received_at > %(prev_cutoff)s AND t.received_at <= %(cutoff)s)
-       ELSE 0 END
+       ELSE 0 END,
+       carried, flagged, rated_power_w,
+       {BOUND_COLUMNS}
 FROM m
 ORDER BY m.device_id
 """
@@ -169,6 +190,22 @@ class DeviceFigures:
     start_sessions: int
     end_sessions: int
     late_readings: int
+    carried: bool  # started from the previous epoch's leaf
+    flagged: bool  # an open device flag at the data cutoff
+    rated_power_w: int
+    determining: tuple[StoredReading, ...]  # the readings the figures are derived from
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> DeviceFigures:
+        head, tail = row[:21], row[21:]
+        determining: dict[int, StoredReading] = {}
+        for i in range(len(BOUND_ALIASES)):
+            t, seq, e, r, s, signed, sig = tail[7 * i : 7 * i + 7]
+            if t is not None:
+                determining.setdefault(
+                    seq, StoredReading(head[0], t, seq, e, r, s, bytes(signed), bytes(sig))
+                )
+        return cls(*head, determining=tuple(determining.values()))  # type: ignore[arg-type]
 
 
 def device_figures(
@@ -180,9 +217,16 @@ def device_figures(
     cutoff: datetime,
     prev_cutoff: datetime | None,
     reading_interval_seconds: int,
+    previous: dict[str, DeviceLeaf],
 ) -> list[DeviceFigures]:
-    """Every device's figures for the period [start, end), ordered by device id."""
+    """Every device's figures for the period [start, end), ordered by device id, starting
+    from the end values of the `previous` epoch's leaves (checked against the chain)."""
+    carried = [leaf for leaf in previous.values() if leaf.carries]
     params = {
+        "p_ids": [leaf.device_id for leaf in carried],
+        "p_e": [leaf.end_energy_wh for leaf in carried],
+        "p_r": [leaf.end_revenue_minor for leaf in carried],
+        "p_s": [leaf.end_sessions for leaf in carried],
         "pool": pool,
         "epoch": epoch,
         "start": start,
@@ -196,4 +240,4 @@ def device_figures(
         conn.execute("SET LOCAL jit = off")  # compiling this plan costs more than running it
         cur = conn.cursor(binary=True)  # bigints as 8 bytes, not digits to parse
         rows = cur.execute(PERIOD_SQL, params).fetchall()  # type: ignore[arg-type]
-    return [DeviceFigures(*r) for r in rows]
+    return [DeviceFigures.from_row(r) for r in rows]

@@ -17,9 +17,7 @@ from gridshare.core.chain.merkle import MerkleTree
 from gridshare.oracle.leaves import DeviceLeaf
 
 EPOCH_SQL = "SELECT leaves_root, state FROM oracle_epochs WHERE pool = %s AND epoch = %s"
-LEAVES_SQL = """SELECT device_id, leaf, energy_wh, revenue_minor, sessions, readings, first_seq,
-                       last_seq, uptime_seconds, meter_resets, adjustment_energy_wh,
-                       adjustment_revenue_minor
+LEAVES_SQL = """SELECT device_id, leaf, leaf_data
                 FROM oracle_leaves WHERE pool = %s AND epoch = %s"""
 
 
@@ -52,7 +50,7 @@ def proof_from_rows(
     if mine is None:
         return None
     tree = MerkleTree([bytes.fromhex(r[1].removeprefix("0x")) for r in rows])
-    leaf = DeviceLeaf(pool, epoch, device_id, *(int(x) for x in mine[2:]))
+    leaf = DeviceLeaf.from_signing_bytes(pool, device_id, bytes(mine[2]))
     leaf_hash = bytes.fromhex(mine[1].removeprefix("0x"))
     if leaf.leaf_hash() != leaf_hash:
         raise ValueError(f"stored leaf of {device_id} epoch {epoch} does not match its fields")

@@ -17,12 +17,18 @@ class OracleSettings(BaseSettings):
     silent_allowance_seconds: int = Field(default=3600, ge=0)  # device time
     reading_interval_seconds: int = Field(default=300, ge=1)  # uptime per good reading
     cutoff_margin_seconds: float = Field(default=2.0, ge=0)  # for batches still committing
+    # a device whose period figure exceeds rated power x period (or its energy at the pool's
+    # maximum tariff) times this margin is excluded as implausible
+    device_power_margin: float = Field(default=1.25, ge=1)
     # the loop
     poll_seconds: float = Field(default=5.0, gt=0)
     metrics_port: int = Field(default=9102, ge=0, le=65535)  # 0: no metrics server
     auto_fund: bool = False  # fund what is owed after each confirmed epoch
     # signers: per-signer database URLs by index in accounts.json "oracles" (JSON object)
     signer_db_urls: dict[int, str] = Field(default_factory=dict)
+    # signers running as their own process (`gridshare oracle signer`), by the same index:
+    # JSON object {index: "http://host:port"}; the others run in the oracle's process
+    signer_urls: dict[int, str] = Field(default_factory=dict)
     signer_timeout_seconds: float = Field(default=120, gt=0)
     sign_attempts: int = Field(default=2, ge=1)  # recompute once when signers disagree
     # submission

@@ -3,8 +3,12 @@ computed (EIP-712), never figures handed to it.
 
 The aggregator only tells a signer which pool and epoch to look at; the signer reads the
 period grid, the epoch's data cutoff and the telemetry itself, checks the period is closed,
-computes the leaves, root and figures, and signs the digest of its own result. A signer may
-read through its own database URL (`GRIDSHARE_ORACLE_SIGNER_DB_URLS`), e.g. a replica.
+computes the leaves, root and figures, and signs the digest of its own result. Before that it
+checks what it reads against the chain (provenance.py): the previous epoch's leaves against
+the on-chain root, each determining reading against the device's on-chain key. It refuses,
+saying why, when the previous leaves do not check out; devices whose readings fail are
+excluded from its result. A signer may read through its own database URL
+(`GRIDSHARE_ORACLE_SIGNER_DB_URLS`), e.g. a replica or the read-only `gridshare_reader` role.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from gridshare.core.chain.accounts import ChainAccount
 from gridshare.core.chain.attestation import SigningContext, sign_attestation
 from gridshare.oracle.figures import ComputedEpoch, compute_epoch
 from gridshare.oracle.periods import load_grid, watermark
+from gridshare.oracle.provenance import ChainView, ProvenanceRefused
 from gridshare.oracle.settings import OracleSettings
 from gridshare.oracle.store import data_cutoff_of
 
@@ -46,6 +51,7 @@ class OracleSigner:
     db_url: str
     signing: Callable[[str], SigningContext]
     settings: OracleSettings
+    chain: ChainView  # this signer's own reading of the chain
 
     @property
     def address(self) -> str:
@@ -63,6 +69,8 @@ class OracleSigner:
         try:
             with psycopg.connect(self.db_url, autocommit=True, connect_timeout=5) as conn:
                 return self._prepare(conn, pool, epoch, cutoff)
+        except ProvenanceRefused as exc:
+            return Prepared(self, None, None, f"refused: {exc}", None)
         except (psycopg.Error, LookupError, ValueError) as exc:
             return Prepared(self, None, None, f"failed: {exc}".splitlines()[0], None)
 
@@ -78,7 +86,7 @@ class OracleSigner:
         if mark.at is None or mark.at < end:
             return Prepared(self, None, None, "refused: period not closed", None)
         prev_cutoff = data_cutoff_of(conn, pool, epoch - 1) if epoch > 1 else None
-        computed = compute_epoch(conn, grid, epoch, cutoff, prev_cutoff, self.settings)
+        computed = compute_epoch(conn, grid, epoch, cutoff, prev_cutoff, self.settings, self.chain)
         signing = self.signing(pool)
         digest = computed.attestation.digest(signing)
         return Prepared(self, computed, digest, "computed", signing)

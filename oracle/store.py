@@ -168,9 +168,12 @@ def save_computed(
                    readings, first_seq, last_seq, uptime_seconds, meter_resets,
                    adjustment_energy_wh, adjustment_revenue_minor, start_energy_wh,
                    end_energy_wh, start_revenue_minor, end_revenue_minor, start_sessions,
-                   end_sessions, late_readings, leaf) FROM STDIN"""
+                   end_sessions, late_readings, leaf, leaf_data, excluded,
+                   exclusion_detail) FROM STDIN"""
         ) as copy:
-            for f, leaf_hash in zip(computed.devices, computed.leaf_hashes, strict=True):
+            rows = zip(computed.devices, computed.leaves, computed.leaf_hashes, strict=True)
+            for f, leaf, leaf_hash in rows:
+                reason, detail = computed.exclusions.get(f.device_id, ("", None))
                 copy.write_row(
                     (
                         computed.pool,
@@ -194,6 +197,9 @@ def save_computed(
                         f.end_sessions,
                         f.late_readings,
                         "0x" + leaf_hash.hex(),
+                        leaf.signing_bytes(),
+                        reason,
+                        detail,
                     )
                 )
 

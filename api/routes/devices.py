@@ -8,9 +8,10 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response
 
 from gridshare.api import pagination
+from gridshare.api.attested import income_buckets
 from gridshare.api.deps import Conn, Context
 from gridshare.api.errors import bad_request, not_found
-from gridshare.api.readings import BUCKETS, EPOCH, MAX_POINTS, align, bucketed
+from gridshare.api.readings import BUCKETS, EPOCH, MAX_POINTS, align, bucketed, micros
 from gridshare.api.schemas import (
     BucketName,
     Device,
@@ -18,6 +19,8 @@ from gridshare.api.schemas import (
     DeviceType,
     IncomePoint,
     IncomeSeries,
+    SignedReading,
+    SignedReadingPage,
     TelemetryPoint,
     TelemetrySeries,
 )
@@ -28,7 +31,8 @@ DEVICE_COLUMNS = """
     d.device_id, d.type, d.pool, d.address, d.active,
     coalesce(s.online, false), s.status, s.last_seen, s.last_ts, s.last_seq,
     coalesce(s.readings, 0), s.power_w, s.soc_pct, s.energy_wh_total, s.sessions_total,
-    s.revenue_minor_total
+    s.revenue_minor_total, d.rated_power_w,
+    EXISTS (SELECT 1 FROM device_flags f WHERE f.device_id = d.device_id AND f.cleared_at IS NULL)
 """
 DEVICE_SQL = f"""
     SELECT {DEVICE_COLUMNS} FROM devices d LEFT JOIN device_state s USING (device_id)
@@ -39,6 +43,11 @@ DeviceId = Annotated[
 ]
 CURRENCY = "HKD"
 LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+READINGS_SQL = """
+    SELECT seq, time, received_at, signed_bytes, sig FROM telemetry
+    WHERE device_id = %s AND time >= %s AND time < %s AND (time, seq) > (%s, %s)
+    ORDER BY time, seq LIMIT %s
+"""
 
 
 def device_from_row(row: tuple) -> Device:
@@ -60,6 +69,8 @@ def device_from_row(row: tuple) -> Device:
         sessions_total=row[14],
         revenue_minor_total=row[15],
         currency=CURRENCY,
+        rated_power_w=row[16],
+        flagged=row[17],
     )
 
 
@@ -221,11 +232,12 @@ async def income(
     end: End = None,
     bucket: Bucket = "1h",
 ) -> Response:
-    """Revenue meter differences at the bucket bounds: buckets inside a settlement period add
-    up exactly to the device's figure in that period's attestation."""
+    """Revenue meter differences at the bucket bounds: inside an attested settlement period
+    the meter as the oracle read it (its data cutoff, its used start and end values), so the
+    buckets add up exactly to the device's attested figure, late readings included."""
     lo, hi, step = window(start, end, bucket)
     await _known(conn, device_id)
-    buckets = await bucketed(ctx.store, conn, device_id, lo, hi, step, with_stats=False)
+    buckets = await income_buckets(ctx.store, conn, device_id, lo, hi, step)
     points = [IncomePoint(start=b.start, end=b.end, revenue_minor=b.revenue_minor) for b in buckets]
     series = IncomeSeries(
         device_id=device_id,
@@ -237,3 +249,56 @@ async def income(
         points=points,
     )
     return Response(series.model_dump_json(), media_type="application/json")
+
+
+@router.get(
+    "/{device_id}/readings",
+    response_model=SignedReadingPage,
+    summary="Signed readings: the evidence behind every figure, re-verifiable by anyone",
+    responses={404: {"description": "unknown device"}},
+)
+async def readings(
+    conn: Conn,
+    device_id: DeviceId,
+    start: Annotated[
+        datetime | None, Query(description="RFC 3339, device time, inclusive; default 1970")
+    ] = None,
+    end: Annotated[
+        datetime | None, Query(description="RFC 3339, device time, exclusive; default none")
+    ] = None,
+    cursor: Annotated[str | None, Query(max_length=200, description="from next_cursor")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 500,
+) -> Response:
+    """Each stored reading with the exact bytes the device signed and its signature, in
+    device time order. Check one: `recover(EIP-191(payload), sig)` must be the device's
+    signing address in the on-chain DeviceRegistry (at the reading's time)."""
+    lo = _utc(start) if start is not None else EPOCH
+    hi = _utc(end) if end is not None else LATEST
+    for name, t in (("start", lo), ("end", hi)):
+        if not EPOCH <= t <= LATEST:
+            raise bad_request(f"{name}: outside 1970-01-01 .. 9000-01-01")
+    if lo >= hi:
+        raise bad_request("start: must be before end")
+    after_us, after_seq = -1, -1
+    if cursor is not None:
+        after_us, after_seq = pagination.decode("readings", cursor, (int, int))
+    after = EPOCH + timedelta(microseconds=after_us)
+    await _known(conn, device_id)
+    cur = await conn.execute(READINGS_SQL, (device_id, lo, hi, after, after_seq, limit + 1))
+    rows = await cur.fetchall()
+    items = [
+        SignedReading(
+            seq=seq,
+            ts=ts,
+            received_at=received_at,
+            payload=bytes(signed).decode("utf-8") if signed else None,
+            sig="0x" + bytes(sig).hex() if sig else None,
+        )
+        for seq, ts, received_at, signed, sig in rows[:limit]
+    ]
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        next_cursor = pagination.encode("readings", [micros(last[1]), last[0]])
+    page = SignedReadingPage(items=items, next_cursor=next_cursor)
+    return Response(page.model_dump_json(), media_type="application/json")

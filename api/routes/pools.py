@@ -8,15 +8,21 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
-from gridshare.api import pagination
+from gridshare.api import evidence, pagination
 from gridshare.api.chain import ChainUnavailable, PoolChainFigures, with_settlement
 from gridshare.api.deps import Conn, Context
 from gridshare.api.errors import ApiError, not_found
 from gridshare.api.schemas import (
     Attestation,
     AttestationPage,
+    ChainRecord,
+    DeviceEvidence,
     ErrorResponse,
+    Evidence,
+    EvidencePage,
+    KeyRecord,
     LeafFields,
+    LeafRecord,
     Pool,
     PoolList,
     PoolRevenue,
@@ -197,9 +203,7 @@ async def attestations(
 
 
 LEAF_SQL = """
-    SELECT l.energy_wh, l.revenue_minor, l.sessions, l.readings, l.first_seq, l.last_seq,
-           l.uptime_seconds, l.meter_resets, l.adjustment_energy_wh,
-           l.adjustment_revenue_minor, l.leaf, e.leaves_root
+    SELECT l.leaf_data, l.leaf, e.leaves_root
     FROM oracle_leaves l JOIN oracle_epochs e USING (pool, epoch)
     WHERE l.pool = %s AND l.epoch = %s AND l.device_id = %s
 """
@@ -230,8 +234,8 @@ async def _proof(conn: Conn, pool: str, epoch: int, device_id: str) -> Proof:
         raise ApiError(
             404, "not_found", f"no leaf for device {device_id!r} in {pool} epoch {epoch}"
         )
-    leaf_row = DeviceLeaf(pool, epoch, device_id, *(int(x) for x in row[:10]))
-    leaf_hex, root = row[10], row[11]
+    leaf_row = DeviceLeaf.from_signing_bytes(pool, device_id, bytes(row[0]))
+    leaf_hex, root = row[1], row[2]
     tree = await _tree(conn, pool, epoch, root)
     if "0x" + tree.root.hex() != root or "0x" + leaf_row.leaf_hash().hex() != leaf_hex:
         raise ApiError(500, "internal", "stored leaves do not match the stored root")
@@ -281,6 +285,16 @@ async def verify(
         )
     except Exception as exc:
         raise ApiError(503, "chain_unavailable", "chain unreachable; retry later") from exc
+    start, end, cutoff, _, _ = await _head(conn, pool, epoch)
+    readings = (await evidence.determining_readings(conn, [device_id], start, end, cutoff))[
+        device_id
+    ]
+    try:
+        spans = (await ctx.chain.device_keys()).spans(device_id)
+    except Exception as exc:
+        raise ApiError(503, "chain_unavailable", "chain unreachable; retry later") from exc
+    problems = [p for r in readings if (p := evidence.check(device_id, r, spans))]
+    rows = await evidence.leaf_rows(conn, pool, epoch, "", 1, only=device_id)
     return ProofCheck(
         pool=pool,
         epoch=epoch,
@@ -289,4 +303,162 @@ async def verify(
         valid=valid,
         onchain_root=root if int(root, 16) else None,
         registry=registry,
+        signatures=len(readings),
+        signatures_verified=len(readings) - len(problems),
+        signature_problems=problems,
+        excluded=rows[0][3] or None if rows else None,
+    )
+
+
+# ----- evidence -----
+
+
+def _values(leaf: DeviceLeaf) -> list[str]:
+    return ["0x" + v.hex() if isinstance(v, bytes) else str(v) for v in leaf.values()]
+
+
+def _leaf(pool: str, device_id: str, data: bytes | None) -> DeviceLeaf:
+    if data is None:
+        raise ApiError(500, "internal", f"the leaf of {device_id} has no stored encoding")
+    return DeviceLeaf.from_signing_bytes(pool, device_id, bytes(data))
+
+
+async def _head(conn: Conn, pool: str, epoch: int) -> tuple:
+    head = await evidence.epoch_head(conn, pool, epoch)
+    if head is None:
+        raise ApiError(404, "not_found", f"no epoch {epoch} for pool {pool}")
+    return head
+
+
+async def _chain_record(ctx: Context) -> ChainRecord | None:
+    try:
+        record = ctx.chain.record()
+    except ChainUnavailable:
+        return None
+    return ChainRecord(
+        chain_id=record.chain_id,
+        attestation_registry=record.address("AttestationRegistry"),
+        device_registry=record.address("DeviceRegistry"),
+        deployment_block=record.block,
+    )
+
+
+async def _leaf_record(conn: Conn, pool: str, epoch: int, device_id: str) -> LeafRecord | None:
+    head = await evidence.epoch_head(conn, pool, epoch)
+    if head is None:
+        return None
+    cur = await conn.execute(LEAF_SQL, (pool, epoch, device_id))
+    row = await cur.fetchone()
+    if row is None:
+        return None
+    leaf = _leaf(pool, device_id, row[0])
+    tree = await _tree(conn, pool, epoch, row[2])
+    return LeafRecord(
+        epoch=epoch,
+        leaf=row[1],
+        fields=LeafFields(names=list(LEAF_NAMES), types=list(LEAF_TYPES), values=_values(leaf)),
+        proof=["0x" + p.hex() for p in tree.proof(bytes.fromhex(row[1][2:]))],
+        merkle_root=row[2],
+    )
+
+
+@router.get(
+    "/{pool}/attestations/{epoch}/evidence/{device_id}",
+    response_model=Evidence,
+    summary="Everything needed to re-derive a device's leaf: signed readings, the previous "
+    "leaf and proof, the device's on-chain keys, the exclusion reason",
+    responses={404: {"model": ErrorResponse, "description": "unknown pool, epoch or device"}},
+)
+async def device_evidence(
+    ctx: Context, conn: Conn, pool: PoolName, epoch: Epoch, device_id: DeviceId
+) -> Evidence:
+    """The readings are those the oracle derives the leaf from: the last reading before and
+    the first on or after each period bound, and the device's first reading (its start when
+    no previous leaf carries it), all received by the epoch's data cutoff. Check each with
+    recover(EIP-191(payload), sig) against the key the device held at the reading's time."""
+    pool_id = await _known_pool(conn, pool)
+    start, end, cutoff, _, state = await _head(conn, pool, epoch)
+    rows = await evidence.leaf_rows(conn, pool, epoch, "", 1, only=device_id)
+    if not rows:
+        raise ApiError(
+            404, "not_found", f"no leaf for device {device_id!r} in {pool} epoch {epoch}"
+        )
+    current = await _leaf_record(conn, pool, epoch, device_id)
+    assert current is not None
+    previous = await _leaf_record(conn, pool, epoch - 1, device_id) if epoch > 1 else None
+    readings = await evidence.determining_readings(conn, [device_id], start, end, cutoff)
+    keys = None
+    try:
+        book = await ctx.chain.device_keys()
+        keys = [KeyRecord(**k.as_json()) for k in book.spans(device_id)]  # type: ignore[arg-type]
+    except Exception as exc:
+        log.warning("key history unreadable", extra={"fields": {"error": str(exc)}})
+    return Evidence(
+        pool=pool,
+        pool_id=pool_id,
+        epoch=epoch,
+        device_id=device_id,
+        state=state,
+        period_start=start,
+        period_end=end,
+        data_cutoff=cutoff,
+        leaf=current,
+        previous=previous,
+        exclusion=evidence.exclusion(rows[0][3], rows[0][4]),
+        readings=readings[device_id],
+        keys=keys,
+        chain=await _chain_record(ctx),
+    )
+
+
+@router.get(
+    "/{pool}/attestations/{epoch}/evidence",
+    response_model=EvidencePage,
+    summary="An epoch's evidence for every device, a page at a time (by device id)",
+    responses={404: {"model": ErrorResponse, "description": "unknown pool or epoch"}},
+)
+async def epoch_evidence(
+    ctx: Context,
+    conn: Conn,
+    pool: PoolName,
+    epoch: Epoch,
+    limit: Annotated[int, Query(ge=1, le=2000)] = 500,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> EvidencePage:
+    """Each device's leaf values, the previous epoch's leaf values (rebuild that epoch's tree
+    from them and compare its root with the chain's) and its determining signed readings."""
+    pool_id = await _known_pool(conn, pool)
+    start, end, cutoff, root, state = await _head(conn, pool, epoch)
+    after = ""
+    if cursor is not None:
+        (after,) = pagination.decode("evidence", cursor, (str,))
+    rows = await evidence.leaf_rows(conn, pool, epoch, str(after), limit + 1)
+    page = rows[:limit]
+    readings = await evidence.determining_readings(conn, [r[0] for r in page], start, end, cutoff)
+    items = [
+        DeviceEvidence(
+            device_id=r[0],
+            leaf=r[1],
+            values=_values(_leaf(pool, r[0], r[2])),
+            previous_values=_values(_leaf(pool, r[0], r[5])) if r[5] is not None else None,
+            exclusion=evidence.exclusion(r[3], r[4]),
+            readings=readings[r[0]],
+        )
+        for r in page
+    ]
+    more = len(rows) > limit
+    return EvidencePage(
+        pool=pool,
+        pool_id=pool_id,
+        epoch=epoch,
+        state=state,
+        period_start=start,
+        period_end=end,
+        data_cutoff=cutoff,
+        merkle_root=root,
+        names=list(LEAF_NAMES),
+        types=list(LEAF_TYPES),
+        chain=await _chain_record(ctx),
+        items=items,
+        next_cursor=pagination.encode("evidence", [page[-1][0]]) if more else None,
     )

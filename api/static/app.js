@@ -104,7 +104,9 @@ function deviceRow(d) {
     `<span class="soc"><span class="track"><span style="width:${Math.min(100, d.soc_pct)}%"></span></span>${nf0.format(d.soc_pct)}%</span>`;
   return `<td><div class="mono"><span class="dot ${d.online ? "on" : ""}" title="${d.online ? "online" : "offline"}"></span>${esc(d.device_id)}</div>
       <div class="cell-sub">${esc(d.pool)}</div></td>
-    <td><span class="badge ${esc(d.status || "")}">${esc(d.status || "unknown")}</span></td>
+    <td>${d.online
+      ? `<span class="badge ${esc(d.status || "")}">${esc(d.status || "unknown")}</span>`
+      : `<span class="badge offline" title="last reported: ${esc(d.status || "nothing")}">offline</span>`}</td>
     <td class="num">${power(d.power_w)}</td>
     <td>${soc}</td>
     <td class="num">${energy(d.energy_wh_total)}</td>
@@ -261,6 +263,12 @@ async function checkProof(pool, button) {
     const fields = proof.fields.names.map((n, i) => `<dt>${esc(n)}</dt><dd class="mono">${esc(proof.fields.values[i])}</dd>`).join("");
     box.innerHTML = `<div class="verdict ${check.valid ? "ok" : "bad"}" id="proof-verdict" data-valid="${check.valid}">
         ${check.valid ? "✓ Proof valid" : "✗ Proof NOT valid"}: verifyLeaf on the attestation registry ${short(check.registry)}</div>
+      <div class="verdict ${check.signatures_verified === check.signatures ? "ok" : "bad"}" id="signature-verdict"
+        data-signatures="${check.signatures}" data-verified="${check.signatures_verified}">
+        ${check.signatures_verified === check.signatures ? "✓" : "✗"} ${check.signatures_verified} of ${check.signatures}
+        device signatures behind this leaf verified against the device's on-chain keys
+        ${check.excluded ? ` · device excluded from this epoch: ${esc(check.excluded)}` : ""}
+        ${check.signature_problems.map((p) => `<br>${esc(p)}`).join("")}</div>
       <dl>
         <dt>Device · epoch</dt><dd>${esc(device)} · ${esc(epoch)} (${esc(pool)})</dd>
         <dt>Leaf</dt><dd class="mono">${esc(proof.leaf)}</dd>

@@ -16,8 +16,9 @@ from fastapi.testclient import TestClient
 
 from gridshare.api.main import create_app
 from gridshare.core.chain.deploy import deploy
-from gridshare.core.chain.pools import create_pool
+from gridshare.core.chain.pools import create_pool, register_devices
 from gridshare.core.settings import Settings
+from gridshare.core.signing import address_for_key
 from gridshare.oracle import funding
 from gridshare.oracle.aggregator import attest_next
 from gridshare.oracle.context import OracleContext
@@ -55,6 +56,9 @@ def attested(
         )
     fleet = ingest_fleet(
         stack_settings, stack_env, tmp_path_factory.mktemp("pool-ingest"), pool=POOL
+    )
+    register_devices(  # the oracle checks readings against the devices' on-chain keys
+        stack_settings, [(d.device_id, address_for_key(d.key), POOL) for d in fleet.devices]
     )
     ctx = OracleContext.create(
         stack_settings,

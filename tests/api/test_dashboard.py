@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
@@ -62,7 +63,11 @@ def test_dashboard_shows_devices_chart_and_checks_a_proof(
             page.select_option("#device-pool", POOL)
             rows = page.locator("#devices tbody tr[data-device]")
             expect(rows).to_have_count(len(attested.fleet.devices))
-            expect(rows.first).to_contain_text("charging")
+            # A device shows its status while online and "offline" once it went silent.
+            listed = httpx.get(f"{server}/v1/devices", params={"pool": POOL}).json()["items"]
+            for device in listed:
+                badge = page.locator(f'#devices tr[data-device="{device["device_id"]}"] .badge')
+                expect(badge).to_have_text(device["status"] if device["online"] else "offline")
 
             # The income chart of a device with data in range: 90 days back covers the fleet.
             page.select_option("#chart-range", "90|1d")
@@ -79,6 +84,11 @@ def test_dashboard_shows_devices_chart_and_checks_a_proof(
             verdict = page.locator("#proof-verdict")
             expect(verdict).to_have_attribute("data-valid", "true", timeout=20_000)
             expect(verdict).to_contain_text("Proof valid")
+            signatures = page.locator("#signature-verdict")
+            expect(signatures).to_contain_text("device signatures behind this leaf verified")
+            verified = signatures.get_attribute("data-verified")
+            assert verified == signatures.get_attribute("data-signatures")
+            assert int(verified or 0) > 0
 
             page.click("#signin")
             holding = page.locator("#portfolio tr", has_text=POOL)

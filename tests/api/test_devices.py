@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import timedelta
 
 import psycopg
@@ -11,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from gridshare.api.readings import HourlyReadings, RawReadings, bucketed
 from gridshare.core.settings import Settings
+from gridshare.core.signing import address_for_key, recover
 from tests.api.data import DAY0, Fleet, meter_at
 
 
@@ -31,6 +33,8 @@ def test_device_state_fields(client: TestClient, fleet: Fleet) -> None:
     assert body["power_w"] == float(1000 + last.seq % 7000)
     assert body["last_seen"] is not None
     assert body["device_time"].startswith(last.time.strftime("%Y-%m-%dT%H:%M:%S"))
+    assert body["rated_power_w"] == 150_000  # the charging pile's default
+    assert body["flagged"] is False
 
 
 def test_unknown_device_is_404_in_the_error_shape(client: TestClient) -> None:
@@ -169,3 +173,41 @@ def test_both_reading_stores_give_the_same_buckets(stack_settings: Settings, fle
                             assert a.stats.soc_pct_avg == pytest.approx(b.stats.soc_pct_avg)
 
     asyncio.run(compare())
+
+
+def test_signed_readings_recover_to_the_device_and_page_in_time_order(
+    client: TestClient, fleet: Fleet
+) -> None:
+    device = fleet.devices[0]
+    published = fleet.readings[device.device_id]
+    address = address_for_key(device.key)
+    path = f"/v1/devices/{device.device_id}/readings"
+    seen, cursor = [], None
+    while True:
+        page = client.get(path, params={"limit": 50, **({"cursor": cursor} if cursor else {})})
+        assert page.status_code == 200, page.text
+        for item in page.json()["items"]:
+            assert recover(item["payload"].encode("utf-8"), item["sig"]) == address
+            signed = json.loads(item["payload"])
+            assert (signed["seq"], "sig" in signed) == (item["seq"], False)
+            assert item["ts"].startswith(signed["ts"].removesuffix("Z")[:19])
+            assert item["received_at"]
+        seen += [item["seq"] for item in page.json()["items"]]
+        cursor = page.json()["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [r.seq for r in published]
+
+    start, end = DAY0, DAY0 + timedelta(days=1)
+    body = client.get(path, params={"start": start.isoformat(), "end": end.isoformat()}).json()
+    assert [i["seq"] for i in body["items"]] == [r.seq for r in published if start <= r.time < end]
+    assert body["next_cursor"] is None
+
+    assert client.get("/v1/devices/cp-doesnotexist/readings").status_code == 404
+    for params in (
+        {"cursor": "not-a-cursor"},
+        {"start": end.isoformat(), "end": start.isoformat()},
+    ):
+        res = client.get(path, params=params)
+        assert res.status_code == 400 and res.json()["error"]["code"] == "bad_request"
+    assert "/v1/devices/{device_id}/readings" in client.get("/openapi.json").json()["paths"]

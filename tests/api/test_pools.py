@@ -12,6 +12,7 @@ from gridshare.core.chain import load_accounts
 from gridshare.core.chain.merkle import verify
 from gridshare.core.chain.servicing import Servicing
 from gridshare.core.settings import Settings
+from gridshare.core.signing import address_for_key, recover
 from tests.api.conftest import POOL, SHARE_BPS, Attested
 from tests.api.test_auth import login
 
@@ -103,6 +104,8 @@ def test_proof_verifies_against_the_onchain_root(client: TestClient, attested: A
     check = client.get(f"{url}/verify").json()
     assert check["valid"] is True
     assert check["onchain_root"] == proof["merkle_root"]
+    assert check["signatures"] >= 2 and check["signatures_verified"] == check["signatures"]
+    assert check["signature_problems"] == [] and check["excluded"] is None
     # a wrong epoch / unknown device are 404s, not errors
     assert client.get(f"/v1/pools/{POOL}/attestations/99/proof/{device}").status_code == 404
     assert client.get(f"/v1/pools/{POOL}/attestations/2/proof/cp-none").status_code == 404
@@ -125,6 +128,57 @@ def test_portfolio_of_a_signed_in_investor(
     assert int(holding["claimable"]) > 0  # funded above, not yet claimed
     assert holding["claimed"] == "0"
     assert holding["status"] == "active"
+
+
+def test_evidence_holds_the_signed_readings_keys_and_previous_leaf(
+    client: TestClient, attested: Attested
+) -> None:
+    device = attested.fleet.devices[0]
+    epoch = attested.epochs
+    body = client.get(f"/v1/pools/{POOL}/attestations/{epoch}/evidence/{device.device_id}")
+    assert body.status_code == 200, body.text
+    evidence = body.json()
+    assert evidence["exclusion"] is None and evidence["state"] == "confirmed"
+    address = address_for_key(device.key)
+    assert [k["address"] for k in evidence["keys"]] == [address]
+    readings = evidence["readings"]
+    assert readings and {"before_end", "from_start"} <= {r for x in readings for r in x["roles"]}
+    for reading in readings:
+        assert recover(reading["payload"].encode(), reading["sig"]) == address
+        assert reading["received_at"] <= evidence["data_cutoff"]
+    leaf = evidence["leaf"]
+    assert verify(
+        [bytes.fromhex(p[2:]) for p in leaf["proof"]],
+        bytes.fromhex(leaf["merkle_root"][2:]),
+        bytes.fromhex(leaf["leaf"][2:]),
+    )
+    previous = evidence["previous"]
+    assert previous["epoch"] == epoch - 1
+    names = leaf["fields"]["names"]
+    end_energy = previous["fields"]["values"][names.index("endEnergyWh")]
+    energy = leaf["fields"]["values"][names.index("energyWh")]
+    now_end = leaf["fields"]["values"][names.index("endEnergyWh")]
+    assert int(now_end) - int(energy) == int(end_energy)  # starts where the last one ended
+
+    page = client.get(f"/v1/pools/{POOL}/attestations/{epoch}/evidence", params={"limit": 2})
+    assert page.status_code == 200, page.text
+    first = page.json()
+    items = first["items"]
+    while first["next_cursor"]:
+        first = client.get(
+            f"/v1/pools/{POOL}/attestations/{epoch}/evidence",
+            params={"limit": 2, "cursor": first["next_cursor"]},
+        ).json()
+        items += first["items"]
+    assert sorted(i["device_id"] for i in items) == sorted(
+        d.device_id for d in attested.fleet.devices
+    )
+    mine = next(i for i in items if i["device_id"] == device.device_id)
+    assert mine["leaf"] == leaf["leaf"] and mine["readings"] == readings
+    missing = client.get(f"/v1/pools/{POOL}/attestations/{epoch}/evidence/cp-nobody")
+    assert missing.status_code == 404
+    paths = client.get("/openapi.json").json()["paths"]
+    assert "/v1/pools/{pool}/attestations/{epoch}/evidence/{device_id}" in paths
 
 
 def test_portfolio_shows_a_frozen_holder(

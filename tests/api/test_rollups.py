@@ -112,7 +112,8 @@ def _insert(conn: psycopg.Connection, steps: Iterable[int], at: datetime = START
     with conn.cursor() as cur:
         cur.executemany(
             "INSERT INTO telemetry (time, device_id, seq, status, power_w, energy_wh_total, "
-            "revenue_minor_total) VALUES (%s, %s, %s, 'generating', 6000, %s, %s)",
+            "revenue_minor_total, signed_bytes, sig) "
+            "VALUES (%s, %s, %s, 'generating', 6000, %s, %s, '', '')",
             [(at + k * timedelta(minutes=10), DEVICE, k, 1000 * k, 90 * k) for k in steps],
         )
 

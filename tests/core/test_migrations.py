@@ -178,9 +178,10 @@ def test_hourly_view_matches_direct_computation(conn: psycopg.Connection) -> Non
     )
     conn.execute(
         "INSERT INTO telemetry (time, device_id, seq, status, power_w, energy_wh_total, "
-        "revenue_minor_total) SELECT TIMESTAMPTZ '2026-01-01' + n * INTERVAL '5 minutes', "
-        "'pv-migtest', n, 'generating', n * 10, n * 100, n * 3 FROM generate_series(0, 35) n "
-        "ON CONFLICT DO NOTHING"
+        "revenue_minor_total, signed_bytes, sig) "
+        "SELECT TIMESTAMPTZ '2026-01-01' + n * INTERVAL '5 minutes', "
+        "'pv-migtest', n, 'generating', n * 10, n * 100, n * 3, '', '' "
+        "FROM generate_series(0, 35) n ON CONFLICT DO NOTHING"
     )
     _refresh_hourly(conn, "2026-01-01", "2026-01-02")
     rows = conn.execute(
@@ -211,7 +212,8 @@ def test_hourly_first_and_last_are_readings_in_time_then_seq_order(
     for clock, seq, energy in rows:
         conn.execute(
             "INSERT INTO telemetry (time, device_id, seq, status, energy_wh_total, "
-            "revenue_minor_total) VALUES (%s, 'pv-migskew', %s, 'generating', %s, %s) "
+            "revenue_minor_total, signed_bytes, sig) "
+            "VALUES (%s, 'pv-migskew', %s, 'generating', %s, %s, '', '') "
             "ON CONFLICT DO NOTHING",
             (f"2026-02-01 {clock}:00+00", seq, energy, energy // 10),
         )

@@ -258,3 +258,31 @@ def test_cli_provision_and_rotate_key(provisioned: Settings, stack_env: dict[str
     )
     assert unknown.returncode == 1
     assert unknown.stderr.strip().splitlines()[-1].startswith("gridshare: device cp-999999")
+
+
+def test_rated_power_and_max_tariff_recorded_at_provisioning(
+    provisioned: Settings, conn: psycopg.Connection
+) -> None:
+    """Given values for what a run creates; each type's default otherwise."""
+    result = provision(
+        provisioned,
+        pools=2,
+        per_pool=5,
+        device_type=DeviceType.PV_PLANT,
+        rated_power_w=42_000,
+        max_tariff_minor_per_kwh=450,
+    )
+    assert "pv-plant-2" in result.pools_created
+    rated = dict(conn.execute("SELECT device_id, rated_power_w FROM devices"))
+    assert {rated[d] for d in result.devices_created} == {42_000}
+    assert (rated["cp-000001"], rated["pv-000001"], rated["bs-000001"]) == (
+        150_000,
+        1_000_000,
+        20_000,
+    )
+    tariffs = dict(conn.execute("SELECT name, max_tariff_minor_per_kwh FROM pools"))
+    assert (tariffs["pv-plant-2"], tariffs["pv-plant-1"], tariffs["charging-pile-1"]) == (
+        450,
+        500,
+        1000,
+    )

@@ -29,7 +29,10 @@ from gridshare.core.payloads import STATUS_TOPIC, TELEMETRY_TOPIC, encode_readin
 from gridshare.core.settings import Settings
 from gridshare.core.signing import address_for_key
 
-T0 = datetime(2026, 11, 30, tzinfo=UTC)
+# readings start a day back (within ingest's window around receipt), at a whole hour
+T0 = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=1)
+# suites replaying fixed dates of the past run their workers with a wide backfill window
+FIXTURE_BACKFILL_SECONDS = str(20 * 365 * 86400)
 GRIDSHARE = str(Path(sys.executable).with_name("gridshare"))
 
 
@@ -132,6 +135,7 @@ class IngestProcess:
             **env,
             "GRIDSHARE_INGEST_METRICS_PORT": "0",
             "GRIDSHARE_INGEST_BATCH_SECONDS": "0.05",
+            "GRIDSHARE_INGEST_MAX_BACKFILL_SECONDS": FIXTURE_BACKFILL_SECONDS,
             **{f"GRIDSHARE_{k.upper()}": v for k, v in settings.items()},
         }
         self.worker = worker
@@ -150,7 +154,7 @@ class IngestProcess:
         if wait:
             wait_until(
                 lambda: "ingest worker running" in self.log() or self.proc.poll() is not None,
-                30,
+                120,  # importing the CLI alone took 48 s on this shared machine under load
                 "worker started",
             )
             assert self.proc.poll() is None, self.log()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from gridshare.core.payloads import encode_reading, parse_telemetry
-from gridshare.ingest.decide import Point, Stored, decide
+from gridshare.ingest.decide import Capacity, Point, Stored, decide
 from tests.ingest.fleet import Device
 
 DEVICE = Device("cp-decide-1", os.urandom(32))
@@ -67,3 +67,35 @@ def test_pv_readings_without_sessions_meter() -> None:
         readings.append(parse_telemetry(encode_reading(fields, pv.key))[0])
     decision = decide(readings, [Stored(before=Point(0, 0, 0, None))] * 2)
     assert decision.accepted == [0, 1]
+
+
+def test_same_seq_with_other_signed_bytes_conflicts_identical_bytes_are_duplicates() -> None:
+    first, copy, other = reading(1), reading(1), reading(1, energy_wh_total=1500)
+    signed = [b"first", b"first", b"other"]
+    decision = decide([first, copy, other], [Stored()] * 3, signed)
+    assert decision.accepted == [0]
+    assert decision.duplicates == [1]
+    assert list(decision.conflicts) == [2]
+    stored = [Stored(duplicate=True, signed=b"kept"), Stored(duplicate=True, signed=b"")]
+    decision = decide([reading(2), reading(3)], stored, [b"other", b"other"])
+    assert list(decision.conflicts) == [0]
+    assert decision.duplicates == [1]  # stored without evidence: cannot tell, a duplicate
+
+
+def test_meters_rising_beyond_rated_capacity_are_implausible() -> None:
+    # fleet readings are a minute apart; 7 kW for 60 s + 900 s slack, x1.5: 2,800 Wh
+    bound = {DEVICE.device_id: Capacity(7000, 1000, margin=1.5, slack_seconds=900)}
+    before = Point.of(reading(1))
+    fine = reading(2, energy_wh_total=1000 + 2800, revenue_minor_total=300 + 2800)
+    too_much_energy = reading(2, energy_wh_total=1000 + 2801)
+    too_much_revenue = reading(2, revenue_minor_total=300 + 2801)
+    for candidate, ok in ((fine, True), (too_much_energy, False), (too_much_revenue, False)):
+        decision = decide([candidate], [Stored(before=before)], capacity=bound)
+        assert (decision.accepted == [0]) is ok, decision
+        assert (0 in decision.implausible) is not ok
+    # against the next reading by seq as well, and not for devices without a bound
+    after = Point.of(reading(3, energy_wh_total=10**9))
+    decision = decide([reading(2)], [Stored(before=before, after=after)], capacity=bound)
+    assert "energy_wh_total rose" in decision.implausible[0]
+    other = reading(2, device=OTHER, energy_wh_total=10**9)
+    assert decide([other], [Stored(before=before)], capacity=bound).accepted == [0]

@@ -22,7 +22,7 @@ def message(topic: str, payload: bytes, at: float) -> Message:
 
 def reading(device: Device, seq: int, at: float, **overrides: object) -> Reading:
     payload = device.reading(seq, **overrides)
-    return Reading(message(device.topic, payload, at), parse_telemetry(payload)[0])
+    return Reading(message(device.topic, payload, at), *parse_telemetry(payload))
 
 
 def status(device: Device, online: bool, at: float) -> StatusChange:

@@ -1,20 +1,26 @@
 """Oracle fixtures: the session stack with contracts deployed, pools created on-chain and in
-the database, and telemetry written straight into the `telemetry` table."""
+the database with devices registered on-chain under their own keys, and signed telemetry
+written straight into the `telemetry` table (as ingest stores it: the signed bytes and the
+signature beside the columns)."""
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
+from eth_utils import keccak
 
 from gridshare.core.chain.deploy import deploy
 from gridshare.core.chain.deployment import DeploymentRecord
-from gridshare.core.chain.pools import create_pool
+from gridshare.core.chain.pools import create_pool, register_devices
+from gridshare.core.payloads import canonical_bytes, format_ts
 from gridshare.core.settings import Settings
+from gridshare.core.signing import address_for_key, sign
 from gridshare.oracle.context import OracleContext
 from gridshare.oracle.settings import OracleSettings
 
@@ -59,6 +65,14 @@ def db(stack_settings: Settings) -> Iterator[psycopg.Connection]:
         yield connection
 
 
+def device_key(device_id: str, generation: int = 0) -> bytes:
+    """A device's test signing key (a new generation after a key rotation)."""
+    return keccak(text=f"test-device-key:{device_id}:{generation}")
+
+
+_keys: dict[str, bytes] = {}  # device id -> its current signing key
+
+
 def make_pool(
     settings: Settings,
     conn: psycopg.Connection,
@@ -66,7 +80,8 @@ def make_pool(
     devices: int = 3,
     share_bps: int = 2_500,
 ) -> Pool:
-    """A pool with a fresh name, on-chain and in the database, with `devices` devices."""
+    """A pool with a fresh name, on-chain and in the database, with `devices` devices, each
+    registered on-chain with its own key."""
     number = next(_numbers)
     name = f"{device_type.replace('_', '-')}-{number}"
     record = create_pool(settings, name, device_type, share_bps)
@@ -77,11 +92,78 @@ def make_pool(
     )
     ids = [f"{PREFIX[device_type]}-t{number}-{i:03d}" for i in range(devices)]
     for device_id in ids:
+        _keys[device_id] = device_key(device_id)
         conn.execute(
             "INSERT INTO devices (device_id, type, pool, address) VALUES (%s, %s, %s, %s)",
-            (device_id, device_type, name, "0x" + "11" * 20),
+            (device_id, device_type, name, address_for_key(_keys[device_id])),
         )
+    register_devices(settings, [(d, address_for_key(_keys[d]), name) for d in ids])
     return Pool(name, device_type, share_bps, ids)
+
+
+def use_key(device_id: str, key: bytes) -> None:
+    """Readings inserted from now on are signed with `key` (after a rotation)."""
+    _keys[device_id] = key
+
+
+@dataclass(frozen=True)
+class Row:
+    """One reading to store (sessions None for PV)."""
+
+    time: datetime
+    seq: int
+    energy: int
+    revenue: int
+    sessions: int | None
+    status: str = "charging"
+
+
+def device_type_of(device_id: str) -> str:
+    return {v: k for k, v in PREFIX.items()}[device_id.split("-", 1)[0]]
+
+
+def signed_row(device_id: str, r: Row, key: bytes | None = None) -> tuple[object, ...]:
+    """The telemetry columns of a reading signed by the device, as ingest stores it."""
+    kind = device_type_of(device_id)
+    fields: dict[str, object] = {
+        "v": 1,
+        "device_id": device_id,
+        "type": kind,
+        "seq": r.seq,
+        "ts": format_ts(r.time),
+        "status": r.status,
+        "power_w": 7000,
+        "energy_wh_total": r.energy,
+        "revenue_minor_total": r.revenue,
+        "currency": "HKD",
+    }
+    if kind != "pv_plant":
+        fields["sessions_total"] = r.sessions or 0
+    signed = canonical_bytes(fields)
+    sig = sign(key or _keys[device_id], signed)
+    sessions = None if kind == "pv_plant" else (r.sessions or 0)
+    return (
+        r.time,
+        device_id,
+        r.seq,
+        r.status,
+        7000,
+        r.energy,
+        sessions,
+        r.revenue,
+        signed,
+        bytes.fromhex(sig[2:]),
+    )
+
+
+def store(conn: psycopg.Connection, device_id: str, rows: Iterable[Row]) -> None:
+    """COPY signed readings into telemetry (received now)."""
+    with conn.cursor().copy(
+        """COPY telemetry (time, device_id, seq, status, power_w, energy_wh_total,
+               sessions_total, revenue_minor_total, signed_bytes, sig) FROM STDIN"""
+    ) as copy:
+        for r in rows:
+            copy.write_row(signed_row(device_id, r))
 
 
 def insert_readings(
@@ -95,30 +177,25 @@ def insert_readings(
     revenue_per_kwh: int = 400,
     first_seq: int | None = None,
 ) -> None:
-    """Readings every `step` s in [start, end) (shifted by `offset` s) with growing meters:
-    energy k*rate + a wobble (never decreasing), revenue at `revenue_per_kwh` cents/kWh."""
+    """Signed readings every `step` s in [start, end) (shifted by `offset` s) with growing
+    meters: energy k*rate + a wobble (never decreasing), revenue at `revenue_per_kwh`
+    cents/kWh; seq k (plus `first_seq` - k0 when given)."""
     base_k = int((start - T0).total_seconds()) // step
-    conn.execute(
-        """INSERT INTO telemetry (time, device_id, seq, status, power_w, energy_wh_total,
-                                  sessions_total, revenue_minor_total)
-           SELECT %(t0)s + make_interval(secs => k * %(step)s + %(offset)s), %(dev)s,
-                  coalesce(%(seq0)s, k), 'charging', 7000,
-                  k * %(rate)s + (30 + 30 * sin(k * 0.7))::bigint,
-                  k / 12,
-                  (k * %(rate)s + (30 + 30 * sin(k * 0.7))::bigint) * %(tariff)s / 1000
-           FROM generate_series(%(k0)s, %(k1)s - 1) AS k""",
-        {
-            "t0": T0,
-            "step": step,
-            "offset": offset,
-            "dev": device_id,
-            "seq0": None if first_seq is None else first_seq,
-            "rate": energy_rate,
-            "tariff": revenue_per_kwh,
-            "k0": base_k,
-            "k1": int((end - T0).total_seconds()) // step,
-        },
-    )
+    last_k = int((end - T0).total_seconds()) // step
+    shift = 0 if first_seq is None else first_seq - base_k
+    rows = []
+    for k in range(base_k, last_k):
+        energy = k * energy_rate + round(30 + 30 * math.sin(k * 0.7))
+        rows.append(
+            Row(
+                T0 + timedelta(seconds=k * step + offset),
+                k + shift,
+                energy,
+                energy * revenue_per_kwh // 1000,
+                k // 12,
+            )
+        )
+    store(conn, device_id, rows)
 
 
 def fill(conn: psycopg.Connection, pool: Pool, days: float, **kwargs: object) -> None:

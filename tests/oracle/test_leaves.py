@@ -30,6 +30,10 @@ def random_leaf(rng: random.Random, size: int = 64) -> DeviceLeaf:
         meter_resets=rng.randrange(2**32),
         adjustment_energy_wh=rng.randrange(-(2**60), 2**60),
         adjustment_revenue_minor=rng.randrange(-(2**60), 2**60),
+        end_energy_wh=rng.randrange(2**size),
+        end_revenue_minor=rng.randrange(2**size),
+        end_sessions=rng.randrange(2**64),
+        excluded=rng.randrange(7),
     )
 
 
@@ -50,9 +54,22 @@ def test_encoding_at_the_packed_widths_edges() -> None:
     ):
         leaf = dataclasses.replace(base, **change)
         assert leaf.signing_bytes() == encode(list(LEAF_TYPES), list(leaf.values()))
-    for bad in ({"readings": 2**32}, {"energy_wh": -1}, {"sessions": 2**64}):
+    for bad in ({"readings": 2**32}, {"energy_wh": -1}, {"sessions": 2**64}, {"excluded": 256}):
         with pytest.raises(ValueError):
             dataclasses.replace(base, **bad).signing_bytes()
+
+
+def test_a_leaf_decodes_from_its_encoding() -> None:
+    rng = random.Random(11)
+    for i in range(50):
+        leaf = random_leaf(rng, 64 if i % 2 else 250)
+        assert (
+            DeviceLeaf.from_signing_bytes(leaf.pool, leaf.device_id, leaf.signing_bytes()) == leaf
+        )
+    with pytest.raises(ValueError):
+        DeviceLeaf.from_signing_bytes("other-pool", leaf.device_id, leaf.signing_bytes())
+    with pytest.raises(ValueError):
+        DeviceLeaf.from_signing_bytes(leaf.pool, leaf.device_id, leaf.signing_bytes()[:-1])
 
 
 def test_tree_matches_openzeppelin_standard_tree_dump() -> None:

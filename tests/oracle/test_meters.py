@@ -1,7 +1,8 @@
-"""`meters.device_figures` against SPEC §7 computed by hand in Python, on devices shaped to
-reach every branch of PERIOD_SQL: bounds hit exactly or interpolated, a device joining in the
-period or known from before, silent, reporting only after the period, never reporting, a
-meter going down, down statuses, readings received after the cutoff, and a carried epoch."""
+"""`meters.device_figures` against the meter rule of `gridshare.core.meter_rule` (SPEC §7),
+on devices shaped to reach every branch of PERIOD_SQL: bounds hit exactly or interpolated,
+a device joining in the period or known from before, silent, reporting only after the
+period, never reporting, a meter going down, down statuses, readings received after the
+cutoff, and a carried epoch."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ from datetime import datetime, timedelta
 import psycopg
 import pytest
 
-from gridshare.oracle.figures import compute_epoch
+from gridshare.core import meter_rule as rule
+from gridshare.oracle.leaves import DeviceLeaf
 from gridshare.oracle.meters import DeviceFigures, device_figures
 from gridshare.oracle.periods import ensure_grid
-from gridshare.oracle.store import EpochState, save_computed
-from tests.oracle.conftest import DAY, T0, oracle_settings
+from tests.oracle.conftest import DAY, T0
 
 START, END = T0 + timedelta(days=1), T0 + timedelta(days=2)
 INTERVAL = 300
@@ -65,42 +66,26 @@ DEVICES: dict[str, list[Reading]] = {
 }
 
 
-def meter_at(rows: list[tuple[datetime, int]], bound: datetime) -> int | None:
-    """A meter at a bound: the reading on it, else linear interpolation rounded down, holding
-    the last value when the meter went down, and the first/last value outside the readings."""
-    before = [r for r in rows if r[0] < bound]
-    after = [r for r in rows if r[0] >= bound]
-    if not before and not after:
-        return None
-    if after and (after[0][0] == bound or not before):
-        return after[0][1]
-    (t0, v0) = before[-1]
-    if not after or after[0][1] < v0:
-        return v0
-    t1, v1 = after[0]
-    micros = timedelta(microseconds=1)
-    return v0 + (v1 - v0) * ((bound - t0) // micros) // ((t1 - t0) // micros)
-
-
 def expected(readings: list[Reading], previous_end: dict[str, int] | None) -> dict | None:
-    """SPEC §7 and the leaf rules of meters.py, by hand, for one device."""
+    """The meter rule (gridshare.core.meter_rule) for the meter figures, and the leaf's
+    counts by hand, for one device."""
     rows = sorted((r for r in readings if not r.late), key=lambda r: (r.time, r.seq))
-    if previous_end is None and not any(r.time < END for r in rows):
+    points = [rule.Reading(r.time, r.seq, r.energy, r.revenue, r.sessions) for r in rows]
+    previous = rule.Meters(**previous_end) if previous_end else None
+    figures = rule.period_figures(rule.Bounds.of(points, START, END), START, END, previous)
+    if figures is None:
         return None
     inside = [r for r in rows if START <= r.time < END]
     out: dict = {"readings": len(inside)}
-    for name in ("energy", "revenue", "sessions"):
-        values = [(r.time, getattr(r, name)) for r in rows]
-        first = previous_end[name] if previous_end else values[0][1]
-        now_end = meter_at(values, END)
-        now_start = meter_at(values, START)
-        end = max(first if now_end is None else now_end, first)
-        out[f"start_{name}"], out[f"end_{name}"], out[name] = first, end, end - first
-        if name != "sessions":  # sessions carry no adjustment
-            out[f"adjust_{name}"] = (first if now_start is None else now_start) - first
+    for name in rule.METER_NAMES:
+        first = figures.start.meter(name)
+        out[f"start_{name}"], out[f"end_{name}"] = first, figures.end.meter(name)
+        out[name] = figures.end.meter(name) - first
         out[f"below_{name}"] = any(getattr(r, name) < first for r in inside)
-    out["first_seq"] = inside[0].seq if inside else 0
-    out["last_seq"] = inside[-1].seq if inside else 0
+    out["adjust_energy"] = figures.adjustment_energy
+    out["adjust_revenue"] = figures.adjustment_revenue
+    out["first_seq"] = figures.first_seq
+    out["last_seq"] = figures.last_seq
     up = sum(1 for r in inside if r.status not in ("fault", "maintenance"))
     out["uptime"] = min(up * INTERVAL, DAY)
     return out
@@ -145,8 +130,8 @@ def pool(db: psycopg.Connection) -> tuple[str, datetime]:
         for r in readings:
             db.execute(
                 """INSERT INTO telemetry (time, device_id, seq, status, energy_wh_total,
-                       revenue_minor_total, sessions_total, received_at)
-                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s)""",
+                       revenue_minor_total, sessions_total, received_at, signed_bytes, sig)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, '', '')""",
                 (
                     r.time,
                     device_id,
@@ -163,7 +148,7 @@ def pool(db: psycopg.Connection) -> tuple[str, datetime]:
 
 def test_first_epoch_figures_follow_spec(db: psycopg.Connection, pool: tuple[str, datetime]):
     name, cutoff = pool
-    figures = device_figures(db, name, 1, START, END, cutoff, None, INTERVAL)
+    figures = device_figures(db, name, 1, START, END, cutoff, None, INTERVAL, {})
     got = {f.device_id.removeprefix(f"cp-{name}-"): f for f in figures}
     want = {d: e for d, rs in DEVICES.items() if (e := expected(rs, None)) is not None}
     assert sorted(got) == sorted(want)  # "after-only" and "never" have no leaf
@@ -185,19 +170,30 @@ def test_carried_epoch_starts_from_the_used_end_values(
     name, cutoff = pool
     grid = ensure_grid(db, name, DAY)
     assert grid is not None and grid.bounds(2) == (START, END)
-    settings = oracle_settings(reading_interval_seconds=INTERVAL)
-    first = compute_epoch(db, grid, 1, cutoff, None, settings)
-    save_computed(db, first, b"\0" * 32, EpochState.CONFIRMED, [], False)
+    start1, end1 = grid.bounds(1)
+    first = device_figures(db, name, 1, start1, end1, cutoff, None, INTERVAL, {})
     used = {
         f.device_id.removeprefix(f"cp-{name}-"): {
             "energy": f.end_energy_wh,
             "revenue": f.end_revenue_minor,
             "sessions": f.end_sessions,
         }
-        for f in first.devices
+        for f in first
     }
-    second = compute_epoch(db, grid, 2, cutoff, cutoff, settings)
-    got = {f.device_id.removeprefix(f"cp-{name}-"): f for f in second.devices}
+    previous = {
+        f.device_id: DeviceLeaf(
+            name,
+            1,
+            f.device_id,
+            *([0] * 10),
+            f.end_energy_wh,
+            f.end_revenue_minor,
+            f.end_sessions,
+        )
+        for f in first
+    }
+    second = device_figures(db, name, 2, START, END, cutoff, cutoff, INTERVAL, previous)
+    got = {f.device_id.removeprefix(f"cp-{name}-"): f for f in second}
     assert sorted(got) == sorted(d for d in DEVICES if expected(DEVICES[d], None))
     assert {"on-bounds", "history", "silent", "reset"} <= set(used)  # carried into epoch 2
     for device, f in got.items():

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psycopg
 
+from gridshare.core.chain.pools import register_devices
 from gridshare.core.payloads import format_ts
 from gridshare.core.settings import Settings
 from gridshare.core.signing import address_for_key
@@ -41,6 +42,9 @@ def test_epoch_from_readings_stored_by_ingest(
             "INSERT INTO devices (device_id, type, pool, address) VALUES (%s, %s, %s, %s)",
             (device.device_id, "charging_pile", pool.name, address_for_key(device.key)),
         )
+    register_devices(
+        stack_settings, [(d.device_id, address_for_key(d.key), pool.name) for d in devices]
+    )
     rng = random.Random(5)
     messages = []
     for device in devices:
