@@ -293,6 +293,13 @@ class Fleet:
             with contextlib.suppress(RuntimeError):
                 self._loop.call_soon_threadsafe(self._stop.set)
 
+    def set_speed(self, speed: float) -> None:
+        """Change the speed before `run` (the demo picks it once it knows where the clocks
+        of a resumed fleet stand)."""
+        if speed <= 0:
+            raise ValueError("speed must be positive")
+        self.speed = self.stats.speed = speed
+
     def sim_now(self) -> float:
         if not self._t0:
             return self.start

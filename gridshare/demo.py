@@ -182,6 +182,14 @@ def _refuse_used_external_database(settings: Settings) -> None:
             )
 
 
+def _days_to_simulate(start: float, plan: DemoPlan) -> int:
+    """Whole days a resumed fleet can simulate without its clocks passing the present:
+    ingest refuses readings from the future (GRIDSHARE_INGEST_MAX_CLOCK_AHEAD_SECONDS) and the
+    chain refuses periods that have not ended."""
+    available = time.time() - start - 2 * plan.interval
+    return max(0, min(plan.days, int(available // DAY)))
+
+
 def _simulate(
     settings: Settings,
     plan: DemoPlan,
@@ -196,17 +204,22 @@ def _simulate(
     midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     # a first run starts 14 days back at midnight; a resumed one where the last run ended
     resumed = (settings.state_path / "sim" / "checkpoint.json").exists()
-    # past the last bound by two reading intervals, so every device reports after it and
-    # the last epoch closes
-    duration = plan.days * DAY + 2 * plan.interval
     fleet = Fleet(
         settings,
         [i for i in load_identities(settings) if i.device_id not in bridges.device_ids],
         seed=plan.seed,
-        speed=duration / plan.wall_seconds,
+        speed=1.0,
         interval=plan.interval,
         start=None if resumed else midnight - timedelta(days=plan.days),
     )
+    days = _days_to_simulate(fleet.start, plan) if resumed else plan.days
+    if days == 0:
+        console.print("simulation: the fleet's clocks are at the present; nothing new to simulate")
+        return
+    # past the last bound by two reading intervals, so every device reports after it and
+    # the last epoch closes
+    duration = days * DAY + 2 * plan.interval
+    fleet.set_speed(duration / plan.wall_seconds)
     runner = threading.Thread(target=fleet.run, args=(duration,), name="fleet")
     peers_stop = threading.Event()
     peers_failed: list[BaseException] = []
@@ -230,7 +243,7 @@ def _simulate(
     with progress, db.connect(settings, autocommit=True) as conn:
         hours = progress.add_task("simulated hours", total=duration // 3600)
         readings = progress.add_task("readings stored / acknowledged", total=None)
-        epochs = {p: progress.add_task(f"epochs attested {p}", total=plan.days) for p in pools}
+        epochs = {p: progress.add_task(f"epochs attested {p}", total=days) for p in pools}
         stored_before, attested_before = _progress_figures(conn)
         runner.start()
         peers.start()
@@ -251,7 +264,7 @@ def _simulate(
                 if figures != last_figures:
                     last_change, last_figures = time.monotonic(), figures
                 if not runner.is_alive():
-                    if stored >= acked and all(attested.get(p, 0) >= plan.days for p in pools):
+                    if stored >= acked and all(attested.get(p, 0) >= days for p in pools):
                         break
                     if time.monotonic() - last_change > STALL_SECONDS:
                         console.print("demo: no progress for a minute; see the logs/ folder")
