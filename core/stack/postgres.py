@@ -17,6 +17,8 @@ from gridshare.core.stack.privileges import allow_traversal, service_user, share
 from gridshare.core.stack.process import ManagedProcess, as_user, wait_until
 from gridshare.core.stack.service import LocalService
 
+READER_ROLE = "gridshare_reader"  # SELECT only: granted by migration 0043
+
 
 class Postgres(LocalService):
     """Lifecycle of the local PostgreSQL server named by GRIDSHARE_DB_URL."""
@@ -127,10 +129,13 @@ class Postgres(LocalService):
         return f"postgresql://postgres@{self.host}:{self.port}/postgres"
 
     def _create_role_and_database(self) -> None:
+        """The owner role and database of GRIDSHARE_DB_URL, and the read-only role that the
+        migrations grant SELECT to (for oracle signers and other readers)."""
         with psycopg.connect(self._admin_url(), autocommit=True) as conn:
-            role = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (self.role,))
-            if not role.fetchone():
-                conn.execute(f'CREATE ROLE "{self.role}" LOGIN')
+            for role in (self.role, READER_ROLE):
+                exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+                if not exists.fetchone():
+                    conn.execute(f'CREATE ROLE "{role}" LOGIN')
             if not conn.execute(
                 "SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)
             ).fetchone():
