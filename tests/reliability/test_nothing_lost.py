@@ -119,7 +119,14 @@ def _kill_ingest(settings: Settings, ingest: ManagedProcess) -> None:
     assert pid is not None, ingest.log_tail()
     os.kill(pid, signal.SIGKILL)
     time.sleep(1.0)
-    ingest.start([GRIDSHARE, "ingest"], env=settings.as_env())
+    ingest.start([GRIDSHARE, "ingest"], env=_ingest_env(settings))
+
+
+def _ingest_env(settings: Settings) -> dict[str, str]:
+    """The worker's environment: a quarantine budget large enough to store every bad message
+    this run sends, so the test can find each one with its reason (production budgets store
+    a burst per device and only count the rest)."""
+    return {**settings.as_env(), "GRIDSHARE_QUARANTINE_DEVICE_BURST": "1000000"}
 
 
 def _restart(service: stack.Mosquitto | stack.Postgres) -> None:
@@ -138,7 +145,7 @@ def run(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-de
         db.migrate(settings)
         deploy(settings)
         pools = provision(settings, pools=3, per_pool=4).pools
-        ingest.start([GRIDSHARE, "ingest"], env=settings.as_env())
+        ingest.start([GRIDSHARE, "ingest"], env=_ingest_env(settings))
         assert wait_ready(settings.ingest_metrics_port), ingest.log_tail()
         midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
         fleet = Fleet(
