@@ -7,7 +7,6 @@ crash gets the same id back.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from ocpp.routing import on
@@ -15,15 +14,10 @@ from ocpp.v16 import ChargePoint, call_result
 from ocpp.v16.datatypes import IdTagInfo
 from ocpp.v16.enums import Action, AuthorizationStatus, RegistrationStatus
 
-from gridshare.bridges.ocpp_common import HEARTBEAT_SECONDS, ChargerSession, parse_ts
+from gridshare.bridges.ocpp_common import HEARTBEAT_SECONDS, ChargerSession, now_ts, parse_ts
 from gridshare.bridges.ocpp_frames import FrameErrors
-from gridshare.core.payloads import format_ts
 
 ACCEPTED = IdTagInfo(status=AuthorizationStatus.accepted)
-
-
-def _now() -> str:
-    return format_ts(datetime.now(UTC))
 
 
 class CentralSystem16(FrameErrors, ChargePoint):
@@ -36,12 +30,12 @@ class CentralSystem16(FrameErrors, ChargePoint):
     @on(Action.boot_notification, skip_schema_validation=True)
     async def on_boot(self, **untrusted: Any) -> call_result.BootNotification:
         return call_result.BootNotification(
-            current_time=_now(), interval=HEARTBEAT_SECONDS, status=RegistrationStatus.accepted
+            current_time=now_ts(), interval=HEARTBEAT_SECONDS, status=RegistrationStatus.accepted
         )
 
     @on(Action.heartbeat, skip_schema_validation=True)
     async def on_heartbeat(self) -> call_result.Heartbeat:
-        return call_result.Heartbeat(current_time=_now())
+        return call_result.Heartbeat(current_time=now_ts())
 
     @on(Action.authorize, skip_schema_validation=True)
     async def on_authorize(self, id_tag: str) -> call_result.Authorize:

@@ -7,7 +7,6 @@ charger queued while offline (`offline: true`) keep their own timestamps.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from ocpp.routing import on
@@ -18,17 +17,13 @@ from ocpp.v201.enums import Action, AuthorizationStatusEnumType, RegistrationSta
 from gridshare.bridges.ocpp_common import (
     HEARTBEAT_SECONDS,
     ChargerSession,
+    now_ts,
     parse_meter_value,
     parse_ts,
 )
 from gridshare.bridges.ocpp_frames import FrameErrors
-from gridshare.core.payloads import format_ts
 
 ACCEPTED = IdTokenInfoType(status=AuthorizationStatusEnumType.accepted)
-
-
-def _now() -> str:
-    return format_ts(datetime.now(UTC))
 
 
 class Csms201(FrameErrors, ChargePoint):
@@ -41,14 +36,14 @@ class Csms201(FrameErrors, ChargePoint):
     @on(Action.boot_notification, skip_schema_validation=True)
     async def on_boot(self, **untrusted: Any) -> call_result.BootNotification:
         return call_result.BootNotification(
-            current_time=_now(),
+            current_time=now_ts(),
             interval=HEARTBEAT_SECONDS,
             status=RegistrationStatusEnumType.accepted,
         )
 
     @on(Action.heartbeat, skip_schema_validation=True)
     async def on_heartbeat(self, **untrusted: Any) -> call_result.Heartbeat:
-        return call_result.Heartbeat(current_time=_now())
+        return call_result.Heartbeat(current_time=now_ts())
 
     @on(Action.authorize, skip_schema_validation=True)
     async def on_authorize(self, **untrusted: Any) -> call_result.Authorize:

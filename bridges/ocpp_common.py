@@ -18,7 +18,7 @@ from typing import Any
 from gridshare.bridges.device import BridgedMeter
 from gridshare.bridges.meter import Sample, register_step
 from gridshare.bridges.store import Evidence
-from gridshare.core.payloads import Status
+from gridshare.core.payloads import Status, format_ts
 
 ENERGY = "Energy.Active.Import.Register"
 POWER = "Power.Active.Import"
@@ -53,6 +53,11 @@ class MeterReading:
     power_w: float | None = None
     soc_pct: float | None = None
     evidence: list[Evidence] = field(default_factory=list)
+
+
+def now_ts() -> str:
+    """The central system's clock in OCPP's RFC 3339 form (BootNotification, Heartbeat)."""
+    return format_ts(datetime.now(UTC))
 
 
 def parse_ts(untrusted_ts: str | None) -> datetime:
