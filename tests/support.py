@@ -7,6 +7,7 @@ import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -33,12 +34,16 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+@cache
+def _timescale_available() -> bool:
+    """Whether a [timescale] stack can run here (asked once per test session)."""
+    return bool(os.environ.get(TIMESCALE_SERVER)) or timescaledb_installed(Settings().pg_bin_dir)
+
+
 def stack_flavors(suite: str) -> list:
     """The flavors a suite's stack runs on: both for the flavor suites (TimescaleDB skipped,
     with the reason, where it is not installed), else the one the local stack would choose."""
-    timescale = bool(os.environ.get(TIMESCALE_SERVER)) or timescaledb_installed(
-        Settings().pg_bin_dir
-    )
+    timescale = _timescale_available()
     if suite not in FLAVOR_SUITES:
         return ["timescale" if timescale else "postgres"]
     marks = () if timescale else (pytest.mark.skip(reason=NO_TIMESCALEDB),)
