@@ -11,12 +11,12 @@ RUN npm ci --no-audit --no-fund --loglevel=error
 
 COPY pyproject.toml README.md ./
 COPY gridshare gridshare
-COPY core core
 COPY ingest ingest
 COPY oracle oracle
 COPY api api
 COPY gateway gateway
 COPY devices-sim devices-sim
+COPY bridges bridges
 COPY contracts contracts
 COPY scripts scripts
 RUN pip install --no-cache-dir -e . \

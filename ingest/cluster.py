@@ -1,5 +1,5 @@
 """The worker's receiving side on the clustered broker: a competing consumer of the quorum
-queue `gridshare-ingest` (see core/stack/cluster.py), over AMQP.
+queue `gridshare-ingest` (see gridshare/core/stack/cluster.py), over AMQP.
 
 It runs in the receiving process like `BrokerLink` does for Mosquitto and speaks the same pipe
 protocol with the worker (`receiver.py`), so the worker's batch / validate / commit / ack

@@ -4,6 +4,7 @@ services, dependencies, health checks, ports and variables against the settings 
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -49,8 +50,11 @@ def test_one_dockerfile_for_all_gridshare_services() -> None:
     assert (ROOT / "Dockerfile").exists()
     assert {s["build"] for s in GRIDSHARE_SERVICES.values()} == {"."}
     dockerfile = (ROOT / "Dockerfile").read_text()
-    for folder in ("core", "ingest", "oracle", "api", "devices-sim", "contracts", "gateway"):
-        assert f"COPY {folder} " in dockerfile
+    package_dir = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "package-dir"
+    ]
+    for folder in {*package_dir.values(), "contracts", "scripts"}:
+        assert f"COPY {folder} {folder}\n" in dockerfile, f"the image lacks {folder}/"
 
 
 def test_dependencies_exist_with_conditions() -> None:

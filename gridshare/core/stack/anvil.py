@@ -10,18 +10,17 @@ Anvil runs `--quiet`, so its log never holds keys.
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import httpx
 
 from gridshare.core.chain.accounts import derive_accounts
+from gridshare.core.chain.toolchain import PROJECT_ROOT
 from gridshare.core.errors import StackError
 from gridshare.core.files import private_dir
 from gridshare.core.settings import ANVIL_MNEMONIC, Settings
 from gridshare.core.stack.process import ManagedProcess, wait_until
 from gridshare.core.stack.service import LocalService
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 BALANCE_WEI = 100_000 * 10**18
 
 

@@ -17,7 +17,7 @@ import solcx
 
 from gridshare.core.errors import GridshareError
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+PROJECT_ROOT = Path(__file__).resolve().parents[3]
 ADAPTER = PROJECT_ROOT / "scripts" / "solc"
 SOLC_VERSION = "0.8.28"
 OPENZEPPELIN = PROJECT_ROOT / "node_modules" / "@openzeppelin"
