@@ -1,5 +1,8 @@
 # Entry points (README). Every target sets up first; set-up is idempotent and fast when done.
-.PHONY: setup demo test test-fast bench lint
+.PHONY: setup demo test test-all bench lint
+
+# Suites marked slow (reliability, property, cluster, demo) run in CI (CI=true) and in test-all.
+SLOW := $(if $(filter true,$(CI)),,-m "not slow")
 
 setup:
 	@bash scripts/setup.sh
@@ -9,10 +12,11 @@ demo: setup
 
 test: setup
 	.venv/bin/ruff check .
-	.venv/bin/pytest -q
+	.venv/bin/pytest -q $(SLOW)
 
-test-fast: setup
-	.venv/bin/pytest -q -m "not slow"
+test-all: setup
+	.venv/bin/ruff check .
+	.venv/bin/pytest -q
 
 bench: setup
 	.venv/bin/python -m bench
