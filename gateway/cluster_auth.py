@@ -19,6 +19,7 @@ import re
 
 from gridshare.core.broker_auth import BrokerAuth
 from gridshare.core.files import write_private
+from gridshare.core.payloads import TOPIC_ROOT, amqp_routing_key
 from gridshare.core.settings import Settings
 from gridshare.core.stack import cluster
 from gridshare.core.stack.cluster import EXCHANGE, Cluster, service_definitions, user_entry
@@ -33,7 +34,7 @@ def device_permissions(username: str) -> tuple[dict, dict]:
             "user": username,
             "vhost": "/",
             "exchange": EXCHANGE,
-            "write": f"^gridshare\\.v1\\.devices\\.{own}\\.(telemetry|status)$",
+            "write": f"^{re.escape(amqp_routing_key(TOPIC_ROOT))}\\.{own}\\.(telemetry|status)$",
             "read": "^$",
         },
     )

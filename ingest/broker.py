@@ -50,13 +50,12 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gridshare.core.broker_auth import INGEST_USER, BrokerAuth
 from gridshare.core.errors import ConfigError
+from gridshare.core.payloads import STATUS_FILTER, TELEMETRY_FILTER
 from gridshare.core.settings import Settings
 from gridshare.ingest.paho_socket import BufferedClient, BufferedSocket
 
 SHARE_GROUP = "gridshare-ingest"
-TELEMETRY_TOPICS = "gridshare/v1/devices/+/telemetry"
-SHARED_TELEMETRY = f"$share/{SHARE_GROUP}/{TELEMETRY_TOPICS}"
-STATUS_SUBSCRIPTION = "gridshare/v1/devices/+/status"
+SHARED_TELEMETRY = f"$share/{SHARE_GROUP}/{TELEMETRY_FILTER}"
 SESSION_EXPIRY = 86400
 KEEPALIVE = 30
 RECONNECT_DELAYS = (1.0, 10.0)  # first and longest wait before reconnecting
@@ -103,7 +102,7 @@ class BrokerLink:
         self.deliver = deliver
         self.subscribed = subscribed
         self.epoch = 0
-        self.telemetry = SHARED_TELEMETRY if settings.ingest_shared else TELEMETRY_TOPICS
+        self.telemetry = SHARED_TELEMETRY if settings.ingest_shared else TELEMETRY_FILTER
         self.unsubscribed = False
         self._connected = False
         self._refused: str | None = None
@@ -193,7 +192,7 @@ class BrokerLink:
         False if not connected (nothing asked)."""
         if not self._client.is_connected():
             return False
-        self._client.unsubscribe([self.telemetry, STATUS_SUBSCRIPTION])
+        self._client.unsubscribe([self.telemetry, STATUS_FILTER])
         return True
 
     def stop(self, end_session: bool = False, timeout: float = 10.0) -> None:
@@ -251,7 +250,7 @@ class BrokerLink:
             [
                 (self.telemetry, SubscribeOptions(qos=1)),
                 (
-                    STATUS_SUBSCRIPTION,
+                    STATUS_FILTER,
                     SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB),
                 ),
             ]

@@ -33,6 +33,7 @@ import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 from gridshare.core.logs import setup_logging
+from gridshare.core.payloads import AMQP_SWAP
 from gridshare.core.settings import Settings
 from gridshare.core.stack.cluster import QUEUE, amqp_urls, declare_topology
 from gridshare.ingest.broker import RECONNECT_DELAYS, Raw
@@ -40,7 +41,6 @@ from gridshare.ingest.receiver import FORWARD_SECONDS, IDLE_SECONDS, Receiver
 
 HEARTBEAT = 30
 log = logging.getLogger(__name__)
-SWAP = str.maketrans("./", "/.")  # the MQTT plugin swaps '/' and '.' between topic and key
 
 
 def receiver(settings: Settings, client_id: str, receive_maximum: int) -> Receiver:
@@ -185,7 +185,7 @@ class QueueLink:
                 method.delivery_tag,
                 1,
                 self.epoch,
-                method.routing_key.translate(SWAP),
+                method.routing_key.translate(AMQP_SWAP),
                 body,
                 time.time(),
                 time.monotonic(),

@@ -24,6 +24,7 @@ from typing import NamedTuple
 from gridshare.core.payloads import (
     DEVICE_ID_PATTERN,
     MAX_PAYLOAD_BYTES,
+    TOPIC_RE,
     PayloadError,
     QuarantineReason,
     Telemetry,
@@ -33,7 +34,6 @@ from gridshare.core.signing import SignatureError, recover
 from gridshare.ingest.devices import DeviceDirectory
 from gridshare.ingest.keys import OnchainSigners
 
-TOPIC_RE = re.compile(r"^gridshare/v1/devices/([^/]*)/(telemetry|status)$")
 DEVICE_ID_RE = re.compile(DEVICE_ID_PATTERN)
 STATUS_WORDS = {"online": True, "offline": False}
 

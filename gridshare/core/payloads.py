@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
@@ -22,8 +23,21 @@ from gridshare.core.signing import sign
 MAX_PAYLOAD_BYTES = 16 * 1024
 MAX_POWER_W = 50_000_000  # 50 MW: above any single PV plant, pile or cabinet
 MAX_METER = 2**53 - 1  # exact in JSON numbers and in JavaScript clients
-TELEMETRY_TOPIC = "gridshare/v1/devices/{device_id}/telemetry"
-STATUS_TOPIC = "gridshare/v1/devices/{device_id}/status"
+TOPIC_ROOT = "gridshare/v1/devices"
+TELEMETRY_TOPIC = TOPIC_ROOT + "/{device_id}/telemetry"
+STATUS_TOPIC = TOPIC_ROOT + "/{device_id}/status"
+TELEMETRY_FILTER = TELEMETRY_TOPIC.format(device_id="+")  # every device's telemetry
+STATUS_FILTER = STATUS_TOPIC.format(device_id="+")
+TOPIC_RE = re.compile(rf"^{re.escape(TOPIC_ROOT)}/([^/]*)/(telemetry|status)$")
+# RabbitMQ's MQTT plugin swaps '/' and '.' between an MQTT topic and its AMQP routing key
+AMQP_SWAP = str.maketrans("./", "/.")
+
+
+def amqp_routing_key(topic: str) -> str:
+    """The AMQP routing key (or binding pattern, for a `+` filter) of an MQTT topic."""
+    return topic.translate(AMQP_SWAP).replace("+", "*")
+
+
 DEVICE_ID_PATTERN = r"^(cp|pv|bs)-[A-Za-z0-9_-]{1,60}$"
 
 

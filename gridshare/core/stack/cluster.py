@@ -36,6 +36,7 @@ from pika.adapters.blocking_connection import BlockingChannel
 
 from gridshare.core.broker_auth import ADMIN_USER, INGEST_USER, BrokerAuth
 from gridshare.core.errors import StackError
+from gridshare.core.payloads import STATUS_FILTER, TELEMETRY_FILTER, amqp_routing_key
 from gridshare.core.settings import Settings
 from gridshare.core.stack.process import (
     ManagedProcess,
@@ -48,7 +49,7 @@ from gridshare.core.stack.service import LocalService
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
 QUEUE = "gridshare-ingest"
 EXCHANGE = "amq.topic"  # where the MQTT plugin publishes; MQTT '/' becomes '.' in its keys
-ROUTING_KEYS = ("gridshare.v1.devices.*.telemetry", "gridshare.v1.devices.*.status")
+ROUTING_KEYS = (amqp_routing_key(TELEMETRY_FILTER), amqp_routing_key(STATUS_FILTER))
 HASHING = "rabbit_password_hashing_sha256"
 # One scheduler per node and no busy-waiting: three nodes share the machine with the rest
 # of the stack, and spinning schedulers would take the cores the ingest workers need.
