@@ -17,8 +17,9 @@ from datetime import datetime, timedelta
 
 from psycopg import AsyncConnection
 
-from gridshare.api.readings import Bucket, ReadingStore, bucketed, meters_at, micros
+from gridshare.api.readings import Bucket, ReadingStore, bucketed, meters_at
 from gridshare.core import meter_rule as rule
+from gridshare.core.timegrid import micros
 from gridshare.oracle.leaves import DeviceLeaf
 
 EPOCHS_SQL = """

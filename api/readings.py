@@ -18,12 +18,13 @@ of the hour bounds.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import NamedTuple, Protocol
 
 from psycopg import AsyncConnection
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+from gridshare.core.timegrid import micros
+
 BUCKETS: dict[str, timedelta] = {
     "5m": timedelta(minutes=5),
     "15m": timedelta(minutes=15),
@@ -58,12 +59,6 @@ class BucketStats:
     power_w_avg: float | None
     power_w_max: float | None
     soc_pct_avg: float | None
-
-
-def micros(t: datetime) -> int:
-    """Exact integer microseconds since the Unix epoch (no float rounding)."""
-    delta = t - EPOCH
-    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def interpolate(v0: int, v1: int, t0: int, t1: int, t: int) -> int:
@@ -108,16 +103,6 @@ def meter_at(knots: list[Knot], t: datetime) -> MeterValue | None:
 def _between(v0: int, v1: int, t0: int, t1: int, t: int) -> int:
     """No interpolation across a meter that went down (a reset): the value before holds."""
     return v0 if v1 < v0 else interpolate(v0, v1, t0, t1, t)
-
-
-def align(t: datetime, step: timedelta, up: bool = False) -> datetime:
-    """t snapped to a multiple of step since the Unix epoch (down, or up)."""
-    step_us = micros(EPOCH + step)
-    us = micros(t)
-    snapped = (us // step_us) * step_us
-    if up and snapped < us:
-        snapped += step_us
-    return EPOCH + timedelta(microseconds=snapped)
 
 
 def bounds(start: datetime, end: datetime, step: timedelta) -> list[datetime]:

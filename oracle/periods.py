@@ -11,11 +11,11 @@ i.e. whose latest reading lags the pool's median latest reading by more than the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import psycopg
 
-UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+from gridshare.core.timegrid import align, to_unix  # noqa: F401  (to_unix: callers move next)
 
 
 @dataclass(frozen=True)
@@ -32,18 +32,6 @@ class PoolGrid:
             raise ValueError("epochs start at 1")
         start = self.epoch1_start + timedelta(seconds=(epoch - 1) * self.period_seconds)
         return start, start + timedelta(seconds=self.period_seconds)
-
-
-def align_down(moment: datetime, period_seconds: int) -> datetime:
-    """The start of the period holding `moment`."""
-    micros = (moment - UNIX_EPOCH) // timedelta(microseconds=1)
-    period_micros = period_seconds * 1_000_000
-    return UNIX_EPOCH + timedelta(microseconds=micros - micros % period_micros)
-
-
-def to_unix(moment: datetime) -> int:
-    """Whole seconds since the Unix epoch (period bounds are whole seconds)."""
-    return (moment - UNIX_EPOCH) // timedelta(seconds=1)
 
 
 def load_grid(conn: psycopg.Connection, pool: str) -> PoolGrid | None:
@@ -68,7 +56,7 @@ def ensure_grid(conn: psycopg.Connection, pool: str, period_seconds: int) -> Poo
     ).fetchone()
     if row is None or row[0] is None:
         return None
-    start = align_down(row[0], period_seconds)
+    start = align(row[0], timedelta(seconds=period_seconds))
     conn.execute(
         "INSERT INTO oracle_pools (pool, epoch1_start, period_seconds) VALUES (%s, %s, %s)"
         " ON CONFLICT (pool) DO NOTHING",

@@ -11,7 +11,7 @@ from gridshare.api import pagination
 from gridshare.api.attested import income_buckets
 from gridshare.api.deps import Conn, Context
 from gridshare.api.errors import bad_request, not_found
-from gridshare.api.readings import BUCKETS, EPOCH, MAX_POINTS, align, bucketed, micros
+from gridshare.api.readings import BUCKETS, MAX_POINTS, bucketed
 from gridshare.api.schemas import (
     BucketName,
     Device,
@@ -24,6 +24,8 @@ from gridshare.api.schemas import (
     TelemetryPoint,
     TelemetrySeries,
 )
+from gridshare.core.timegrid import UNIX_EPOCH as EPOCH
+from gridshare.core.timegrid import align, micros
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"])
 

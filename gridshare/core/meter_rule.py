@@ -19,15 +19,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 
-UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+from gridshare.core.timegrid import micros
+
 METER_NAMES = ("energy", "revenue", "sessions")
-
-
-def micros(moment: datetime) -> int:
-    """Microseconds since the Unix epoch (exact, unlike float timestamps)."""
-    return (moment - UNIX_EPOCH) // timedelta(microseconds=1)
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,9 @@ import pytest
 from eth_abi import encode
 
 from gridshare.core.chain.merkle import MerkleTree, leaf_hash, verify
+from gridshare.core.timegrid import align
 from gridshare.oracle.leaves import LEAF_TYPES, DeviceLeaf
-from gridshare.oracle.periods import PoolGrid, align_down
+from gridshare.oracle.periods import PoolGrid
 
 
 def random_leaf(rng: random.Random, size: int = 64) -> DeviceLeaf:
@@ -85,9 +86,11 @@ def test_tree_matches_openzeppelin_standard_tree_dump() -> None:
 def test_grid_is_aligned_to_the_unix_epoch() -> None:
     day = 86_400
     moment = datetime(2026, 11, 30, 6, 0, 12, 345000, tzinfo=UTC)
-    assert align_down(moment, day) == datetime(2026, 11, 30, tzinfo=UTC)
-    assert align_down(moment, 3600) == datetime(2026, 11, 30, 6, tzinfo=UTC)
-    odd = align_down(moment, 7)
+    assert align(moment, timedelta(seconds=day)) == datetime(2026, 11, 30, tzinfo=UTC)
+    assert align(moment, timedelta(hours=1)) == datetime(2026, 11, 30, 6, tzinfo=UTC)
+    assert align(moment, timedelta(hours=1), up=True) == datetime(2026, 11, 30, 7, tzinfo=UTC)
+    assert align(datetime(2026, 11, 30, tzinfo=UTC), timedelta(hours=1), up=True).hour == 0
+    odd = align(moment, timedelta(seconds=7))
     assert odd.timestamp() % 7 == 0 and timedelta(0) <= moment - odd < timedelta(seconds=7)
     grid = PoolGrid("p", datetime(2026, 11, 1, tzinfo=UTC), day)
     assert grid.bounds(1) == (grid.epoch1_start, grid.epoch1_start + timedelta(days=1))

@@ -15,11 +15,11 @@ from gridshare.core import meter_rule as rule
 from gridshare.core.chain.device_keys import DeviceKeys
 from gridshare.core.settings import Settings
 from gridshare.core.signing import address_for_key
+from gridshare.core.timegrid import align
 from gridshare.gateway.onchain import rotate_key
 from gridshare.oracle.aggregator import OracleError, attest_next
 from gridshare.oracle.context import OracleContext
 from gridshare.oracle.leaves import DeviceLeaf
-from gridshare.oracle.periods import align_down
 from gridshare.oracle.provenance import StoredReading, check_reading
 from tests.oracle.conftest import (
     STEP,
@@ -219,7 +219,7 @@ def test_readings_verify_against_the_key_held_at_their_time(
     assert new.address == address_for_key(new_key) and old.valid_until == new.valid_from
     rotated_at = datetime.fromtimestamp(new.valid_from or 0, UTC)
     # readings from two hours before the rotation to two hours after (device time)
-    first = align_down(rotated_at - timedelta(hours=2), 3600)
+    first = align(rotated_at - timedelta(hours=2), timedelta(hours=1))
     rows = [
         Row(first + timedelta(seconds=STEP * k), k + 1, 1000 + 90 * k, 400 + 36 * k, k // 12)
         for k in range(int(5 * 3600 / STEP))
