@@ -28,7 +28,8 @@ from gridshare.core.chain.client import ChainClient
 from gridshare.core.chain.deploy import deploy
 from gridshare.core.chain.deployment import read_deployment
 from gridshare.core.chain.merkle import MerkleTree, leaf_hash
-from gridshare.core.chain.pools import create_pool, pool_id
+from gridshare.core.chain.pools import create_pool
+from gridshare.core.ids import text_id
 from gridshare.core.settings import Settings
 from gridshare.core.stack.anvil import Anvil
 
@@ -58,7 +59,7 @@ def attest(client: ChainClient, settings: Settings, name: str, devices: int, epo
     registry = record.address("AttestationRegistry")
     revenue = 123_456 * devices
     att = Attestation(
-        pool_id=pool_id(name),
+        pool_id=text_id(name),
         epoch=epoch,
         period_start=epoch * DAY,
         period_end=(epoch + 1) * DAY,
@@ -92,7 +93,7 @@ def measure(settings: Settings) -> dict[str, int]:
     record = read_deployment(settings)
     registry = client.contract("AttestationRegistry", record.address("AttestationRegistry"))
     client.increase_time(client.call(registry.functions.challengePeriod()))
-    pid = pool_id("charging-pile-10")
+    pid = text_id("charging-pile-10")
     owed = client.call(registry.functions.owed(pid))
     gas["fund"] = client.transact(registry.functions.fund(pid, owed // 2), accounts.operator)[
         "gasUsed"

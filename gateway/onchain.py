@@ -15,6 +15,7 @@ from eth_utils import keccak, to_checksum_address
 
 from gridshare.core import chain
 from gridshare.core.chain.pools import token_symbol
+from gridshare.core.ids import text_id
 from gridshare.core.settings import Settings
 
 DEVICE_REGISTERED = "0x" + keccak(text="DeviceRegistered(bytes32,address,bytes32)").hex()
@@ -61,7 +62,7 @@ def rotate_key(settings: Settings, device_id: str, new_address: str) -> str:
     registry = client.contract("DeviceRegistry", record.address("DeviceRegistry"))
     operator = chain.load_accounts(settings).operator
     receipt = client.transact(
-        registry.functions.rotateKey(chain.device_key(device_id), to_checksum_address(new_address)),
+        registry.functions.rotateKey(text_id(device_id), to_checksum_address(new_address)),
         operator,
     )
     return "0x" + bytes(receipt["transactionHash"]).hex()
@@ -72,11 +73,11 @@ def deactivate(settings: Settings, device_id: str) -> bool:
     client = chain.ChainClient(settings)
     record = chain.read_deployment(settings)
     registry = client.contract("DeviceRegistry", record.address("DeviceRegistry"))
-    _, _, active = client.call(registry.functions.device(chain.device_key(device_id)))
+    _, _, active = client.call(registry.functions.device(text_id(device_id)))
     if not active:
         return False
     operator = chain.load_accounts(settings).operator
-    client.transact(registry.functions.deactivate(chain.device_key(device_id)), operator)
+    client.transact(registry.functions.deactivate(text_id(device_id)), operator)
     return True
 
 
@@ -97,9 +98,9 @@ def _record_registrations(
         bytes(entry["topics"][1]): "0x" + bytes(entry["transactionHash"]).hex() for entry in logs
     }
     updates = [
-        (by_key[chain.device_key(device_id)], device_id)
+        (by_key[text_id(device_id)], device_id)
         for device_id in device_ids
-        if chain.device_key(device_id) in by_key
+        if text_id(device_id) in by_key
     ]
     with conn.transaction(), conn.cursor() as cur:
         cur.executemany(

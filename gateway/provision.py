@@ -17,10 +17,10 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 import psycopg
-from eth_utils import keccak
 
 from gridshare.core import db
 from gridshare.core.errors import GridshareError
+from gridshare.core.ids import hex_id
 from gridshare.core.payloads import DeviceType
 from gridshare.core.settings import Settings
 from gridshare.gateway import onchain
@@ -57,11 +57,6 @@ class ProvisionResult:
     broker_logins_added: int = 0
     chain: onchain.ChainReport | None = None
     seconds: float = 0.0
-
-
-def pool_id(pool: str) -> str:
-    """The on-chain pool id: keccak256 of the name as UTF-8 (SPEC §8), 0x-hex."""
-    return "0x" + keccak(pool.encode()).hex()
 
 
 def planned_pools(
@@ -320,7 +315,7 @@ def _insert_pools(
     """Insert the planned pools not in `skip`; the maximum tariff NULL takes the type's
     default (a trigger, migration 0042)."""
     rows = [
-        (name, pool_id(name), kind.value, share_bps, ephemeral, max_tariff_minor_per_kwh)
+        (name, hex_id(name), kind.value, share_bps, ephemeral, max_tariff_minor_per_kwh)
         for name, kind in plan
         if name not in skip
     ]

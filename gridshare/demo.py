@@ -28,8 +28,8 @@ from rich.table import Table
 from gridshare.bridges import demo as bridges_demo
 from gridshare.core import db, stack
 from gridshare.core.chain.deploy import deploy
-from gridshare.core.chain.pools import pool_id
 from gridshare.core.errors import GridshareError
+from gridshare.core.ids import text_id
 from gridshare.core.logs import setup_logging
 from gridshare.core.settings import Settings
 from gridshare.core.stack.process import ManagedProcess, port_open
@@ -306,7 +306,7 @@ def _summary(
                 "FROM oracle_epochs WHERE pool = %s AND state = 'confirmed'",
                 (pool,),
             ).fetchone()
-            funded = int(ctx.client.call(ctx.registry.functions.funded(pool_id(pool))))
+            funded = int(ctx.client.call(ctx.registry.functions.funded(text_id(pool))))
             table.add_row(
                 pool,
                 str(devices),

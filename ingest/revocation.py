@@ -23,6 +23,7 @@ from eth_utils import keccak, to_checksum_address
 
 from gridshare.core import chain, db
 from gridshare.core.errors import GridshareError
+from gridshare.core.ids import text_id
 from gridshare.core.settings import Settings
 from gridshare.ingest.devices import DeviceDirectory
 
@@ -81,7 +82,7 @@ class DeviceChanges:
         self._chain("followed")
         if not deactivated:
             return
-        keys = {keccak(text=d): d for (d,) in conn.execute("SELECT device_id FROM devices")}
+        keys = {text_id(d): d for (d,) in conn.execute("SELECT device_id FROM devices")}
         ids = sorted({keys[k] for k in deactivated if k in keys})
         if not ids:
             return

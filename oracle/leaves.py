@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 from sha3 import keccak_256
 
+from gridshare.core.ids import text_id
+
 
 def keccak(data: bytes) -> bytes:
     return keccak_256(data).digest()
@@ -79,21 +81,10 @@ EXCLUSIONS: tuple[str, ...] = (
     "implausible",  # the figure exceeds what the device's rated power can deliver
 )
 
-_id_cache: dict[str, bytes] = {}
 # 17 words in LEAF_TYPES order: uint64 and uint256 below 2^64 as 24 zero bytes + Q, uint32 as
 # 28 zero bytes + I, int256 within int64 as 24 sign bytes + q, uint8 as 31 zero bytes + B
 _FAST = struct.Struct(">32s24xQ32s24xQ24xQ24xQ28xI24xQ24xQ28xI28xI24sq24sq24xQ24xQ24xQ31xB")
 _SIGN = (b"\x00" * 24, b"\xff" * 24)
-
-
-def text_id(name: str) -> bytes:
-    """keccak256 of a UTF-8 name: pool ids and device ids on-chain."""
-    found = _id_cache.get(name)
-    if found is None:
-        found = keccak(name.encode("utf-8"))
-        if len(_id_cache) < 1_000_000:
-            _id_cache[name] = found
-    return found
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,8 @@ from gridshare.core.chain.compile import compile_contracts
 from gridshare.core.chain.deploy import deploy
 from gridshare.core.chain.deployment import DeploymentRecord, PoolRecord
 from gridshare.core.chain.merkle import MerkleTree, leaf_hash
-from gridshare.core.chain.pools import create_pool, pool_id
+from gridshare.core.chain.pools import create_pool
+from gridshare.core.ids import text_id
 from gridshare.core.settings import Settings
 from gridshare.core.stack.anvil import Anvil
 from tests.support import free_port
@@ -140,7 +141,7 @@ def make_attestation(
     ]
     tree = MerkleTree(leaves)
     att = Attestation(
-        pool_id=pool_id(name),
+        pool_id=text_id(name),
         epoch=epoch,
         period_start=start,
         period_end=end,

@@ -14,8 +14,8 @@ from gridshare.core.chain.attestation import (
     submit_attestation,
 )
 from gridshare.core.chain.merkle import verify
-from gridshare.core.chain.pools import pool_id
 from gridshare.core.errors import ContractRevert
+from gridshare.core.ids import text_id
 from tests.contracts.conftest import (
     CHALLENGE_SECONDS,
     DAY,
@@ -42,7 +42,7 @@ def test_accepts_three_of_five_and_stores_it(client, record, accounts, contracts
     att, _, _ = make_attestation(revenue=1_000_000)
     submit(client, record, accounts, att)
     reg = contracts.registry.functions
-    pid = pool_id(POOL)
+    pid = text_id(POOL)
     assert client.call(reg.latestEpoch(pid)) == 1
     assert client.call(reg.owed(pid)) == 0  # pending: not owed before the window ends
     advance(client, CHALLENGE_SECONDS)
@@ -59,7 +59,7 @@ def test_contiguous_epochs_accumulate_owed(client, record, accounts, contracts, 
     submit(client, record, accounts, first)
     submit(client, record, accounts, second, n=5)
     advance(client, CHALLENGE_SECONDS)
-    pid = pool_id(POOL)
+    pid = text_id(POOL)
     assert client.call(contracts.registry.functions.latestEpoch(pid)) == 2
     assert client.call(contracts.registry.functions.owed(pid)) == 400 * 5_000
 
@@ -67,7 +67,7 @@ def test_contiguous_epochs_accumulate_owed(client, record, accounts, contracts, 
 def test_verify_leaf(client, record, accounts, contracts, pool):
     att, tree, leaves = make_attestation(devices=7)
     submit(client, record, accounts, att)
-    pid = pool_id(POOL)
+    pid = text_id(POOL)
     for leaf in leaves:
         proof = tree.proof(leaf)
         assert verify(proof, tree.root, leaf)
@@ -181,7 +181,7 @@ def test_epoch_and_period_refusals(client, record, accounts, pool, case, error):
 def test_epoch_one_accepts_any_start(client, record, accounts, contracts, pool):
     att, _, _ = make_attestation(epoch=1, start=12_345, end=12_345 + DAY)
     submit(client, record, accounts, att)
-    assert client.call(contracts.registry.functions.latestEpoch(pool_id(POOL))) == 1
+    assert client.call(contracts.registry.functions.latestEpoch(text_id(POOL))) == 1
 
 
 def test_oracle_rotation(client, record, accounts, contracts, pool, outsider):
@@ -246,8 +246,8 @@ def test_oracle_set_refusals(client, accounts, contracts):
 def test_register_pool_refusals(client, accounts, contracts, pool):
     reg = contracts.registry.functions
     with pytest.raises(ContractRevert) as excinfo:
-        client.transact(reg.registerPool(pool_id(POOL), pool.token, 5_000, 2), accounts.admin)
+        client.transact(reg.registerPool(text_id(POOL), pool.token, 5_000, 2), accounts.admin)
     assert refused(excinfo) == "PoolAlreadyRegistered"
     with pytest.raises(ContractRevert) as excinfo:
-        client.transact(reg.registerPool(pool_id("x"), pool.token, 10_001, 2), accounts.admin)
+        client.transact(reg.registerPool(text_id("x"), pool.token, 10_001, 2), accounts.admin)
     assert refused(excinfo) == "InvalidShareBps"

@@ -14,8 +14,9 @@ from gridshare.core.chain.accounts import accounts_path, derive_accounts
 from gridshare.core.chain.client import ChainClient
 from gridshare.core.chain.deploy import deploy
 from gridshare.core.chain.deployment import deployment_path, read_deployment, write_deployment
-from gridshare.core.chain.pools import create_pool, device_key, pool_id, register_devices
+from gridshare.core.chain.pools import create_pool, register_devices
 from gridshare.core.errors import NotDeployed, ServiceUnreachable
+from gridshare.core.ids import text_id
 from gridshare.core.settings import Settings
 from tests.contracts.conftest import POOL
 from tests.support import free_port
@@ -69,14 +70,14 @@ def test_create_pool_and_register_devices_twice(chain_settings, client, record, 
     again = create_pool(chain_settings, "pv-plant-1", "pv_plant", 4_000, client)
     assert first == again
     stored = read_deployment(chain_settings).pools["pv-plant-1"]
-    assert stored.pool_id == "0x" + pool_id("pv-plant-1").hex()
+    assert stored.pool_id == "0x" + text_id("pv-plant-1").hex()
     assert stored.share_bps == 4_000 and stored.device_type == "pv_plant"
     devices = [(f"pv-{i:06d}", "0x" + f"{i + 1:040x}", "pv-plant-1") for i in range(250)]
     assert register_devices(chain_settings, devices, client) == 250
     assert register_devices(chain_settings, devices, client) == 0
     assert client.call(contracts.devices.functions.deviceCount()) == 250
-    signer, pid, active = client.call(contracts.devices.functions.device(device_key("pv-000007")))
-    assert int(signer, 16) == 8 and pid == pool_id("pv-plant-1") and active
+    signer, pid, active = client.call(contracts.devices.functions.device(text_id("pv-000007")))
+    assert int(signer, 16) == 8 and pid == text_id("pv-plant-1") and active
 
 
 def test_register_devices_needs_the_pool(chain_settings, client, record):

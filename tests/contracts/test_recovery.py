@@ -8,9 +8,9 @@ from datetime import date
 import pytest
 
 from gridshare.core.chain.accounts import derive_account
-from gridshare.core.chain.pools import pool_id
 from gridshare.core.chain.servicing import Servicing
 from gridshare.core.errors import ContractRevert, GridshareError
+from gridshare.core.ids import text_id
 from gridshare.core.settings import Settings
 from tests.contracts.conftest import POOL, make_attestation, submit, submit_final
 
@@ -27,7 +27,7 @@ def funded(client, record, accounts, contracts, pool):
     att, _, _ = make_attestation(revenue=1_000_003)
     submit_final(client, record, accounts, att)
     client.transact(
-        contracts.registry.functions.fund(pool_id(POOL), att.investor_amount), accounts.operator
+        contracts.registry.functions.fund(text_id(POOL), att.investor_amount), accounts.operator
     )
     return att.investor_amount
 
@@ -49,7 +49,7 @@ def fund_more(client, record, accounts, contracts, epoch: int, start: int) -> in
     att, _, _ = make_attestation(epoch=epoch, start=start, revenue=777_777)
     submit_final(client, record, accounts, att)
     client.transact(
-        contracts.registry.functions.fund(pool_id(POOL), att.investor_amount), accounts.operator
+        contracts.registry.functions.fund(text_id(POOL), att.investor_amount), accounts.operator
     )
     return att.investor_amount
 
@@ -190,4 +190,4 @@ def test_guardian_veto_through_servicing(client, record, accounts, contracts, po
 
     submit(client, record, accounts, att)
     servicing.veto(POOL, 1, "meters disagree with the site survey")
-    assert client.call(contracts.registry.functions.epochStatus(pool_id(POOL), 1)) == 3
+    assert client.call(contracts.registry.functions.epochStatus(text_id(POOL), 1)) == 3

@@ -6,8 +6,8 @@ import pytest
 from eth_utils import keccak
 from web3.utils.address import get_create_address
 
-from gridshare.core.chain.pools import pool_id
 from gridshare.core.errors import ContractRevert
+from gridshare.core.ids import text_id
 from tests.contracts.conftest import make_attestation, submit_final
 
 REENTRANT_CALL = keccak(text="ReentrancyGuardReentrantCall()")[:4]
@@ -62,7 +62,7 @@ def test_receiver_cannot_claim_twice(client, record, accounts, test_artifacts):
 def test_token_cannot_reenter_fund(client, record, accounts, contracts, test_artifacts):
     """A pool token whose distribute() re-enters fund() (even holding the operator role)."""
     admin, operator = accounts.admin, accounts.operator
-    pid = pool_id("hostile-1")
+    pid = text_id("hostile-1")
     registry = contracts.registry
     hostile_address, _ = client.deploy(
         test_artifacts["HostileDistributor"],

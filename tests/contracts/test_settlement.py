@@ -10,8 +10,8 @@ from eth_utils import keccak
 from web3.logs import DISCARD
 
 from gridshare.core.chain.attestation import investor_amount, sign_attestation, signing_context
-from gridshare.core.chain.pools import pool_id
 from gridshare.core.errors import ContractRevert
+from gridshare.core.ids import text_id
 from tests.contracts.conftest import (
     CHALLENGE_SECONDS,
     POOL,
@@ -24,7 +24,7 @@ from tests.contracts.conftest import (
 )
 
 NONE, PENDING, FINAL, VETOED = 0, 1, 2, 3
-PID = pool_id(POOL)
+PID = text_id(POOL)
 
 
 def refused(excinfo: pytest.ExceptionInfo[ContractRevert]) -> str:
@@ -214,7 +214,7 @@ def test_future_period_end_refused(client, record, accounts, pool):
 def test_a_token_backs_one_pool(client, accounts, contracts, pool):
     with pytest.raises(ContractRevert) as excinfo:
         client.transact(
-            contracts.registry.functions.registerPool(pool_id("other"), pool.token, 100, 2),
+            contracts.registry.functions.registerPool(text_id("other"), pool.token, 100, 2),
             accounts.admin,
         )
     assert refused(excinfo) == "TokenAlreadyRegistered"

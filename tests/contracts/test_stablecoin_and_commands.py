@@ -12,8 +12,9 @@ from eth_utils import to_checksum_address
 
 from gridshare.core.chain.client import ChainClient
 from gridshare.core.chain.deploy import challenge_period, deploy
-from gridshare.core.chain.pools import create_pool, pool_id
+from gridshare.core.chain.pools import create_pool
 from gridshare.core.errors import ConfigError
+from gridshare.core.ids import text_id
 from gridshare.core.settings import Settings
 from tests.contracts.conftest import POOL, make_attestation, submit
 
@@ -75,7 +76,7 @@ def test_guardian_and_agent_commands(chain_settings, client, record, accounts, c
     )
     assert vetoed.returncode == 0, vetoed.stderr
     assert "veto charging-pile-1 epoch 1: tx 0x" in vetoed.stdout
-    assert client.call(contracts.registry.functions.epochStatus(pool_id(POOL), 1)) == 3
+    assert client.call(contracts.registry.functions.epochStatus(text_id(POOL), 1)) == 3
     again = run(chain_settings, "guardian", "veto", "--pool", POOL, "--epoch", "1", "--reason", "x")
     assert again.returncode == 1 and "NotPending" in again.stderr
     assert len(again.stderr.strip().splitlines()) == 1

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from eth_utils import keccak
 
-from gridshare.core.chain.pools import TOKEN_SUPPLY, device_key, pool_id
+from gridshare.core.chain.pools import TOKEN_SUPPLY
 from gridshare.core.errors import ContractRevert
+from gridshare.core.ids import text_id
 from tests.contracts.conftest import POOL, make_attestation, submit_final
 
 ONE_TOKEN = 10**18
@@ -27,11 +28,11 @@ def attested(client, record, accounts, pool):
 def test_issuance(client, accounts, token):
     balances = [client.call(token.functions.balanceOf(i.address)) for i in accounts.investors]
     assert sum(balances) == TOKEN_SUPPLY == client.call(token.functions.totalSupply())
-    assert client.call(token.functions.poolId()) == pool_id(POOL)
+    assert client.call(token.functions.poolId()) == text_id(POOL)
 
 
 def test_fund_distributes_pro_rata(client, accounts, contracts, token, attested):
-    pid = pool_id(POOL)
+    pid = text_id(POOL)
     client.transact(contracts.registry.functions.fund(pid, attested), accounts.operator)
     assert client.call(contracts.registry.functions.owed(pid)) == 0
     assert client.call(contracts.registry.functions.funded(pid)) == attested
@@ -52,7 +53,7 @@ def test_fund_distributes_pro_rata(client, accounts, contracts, token, attested)
 
 
 def test_partial_funding_leaves_owed(client, accounts, contracts, attested):
-    pid = pool_id(POOL)
+    pid = text_id(POOL)
     client.transact(contracts.registry.functions.fund(pid, attested // 4), accounts.operator)
     owed = client.call(contracts.registry.functions.owed(pid))
     assert owed == attested - attested // 4
@@ -61,11 +62,11 @@ def test_partial_funding_leaves_owed(client, accounts, contracts, attested):
 
 def test_funding_refusals(client, accounts, contracts, attested):
     reg = contracts.registry.functions
-    pid = pool_id(POOL)
+    pid = text_id(POOL)
     cases = [
         (reg.fund(pid, attested + 1), "FundingExceedsOwed"),
         (reg.fund(pid, 0), "ZeroAmount"),
-        (reg.fund(pool_id("nope"), 1), "PoolNotRegistered"),
+        (reg.fund(text_id("nope"), 1), "PoolNotRegistered"),
     ]
     for fn, error in cases:
         with pytest.raises(ContractRevert) as excinfo:
@@ -77,7 +78,7 @@ def test_transfer_keeps_earned_revenue_with_the_earner(
     client, accounts, contracts, token, attested
 ):
     alice, bob, _ = accounts.investors
-    client.transact(contracts.registry.functions.fund(pool_id(POOL), attested), accounts.operator)
+    client.transact(contracts.registry.functions.fund(text_id(POOL), attested), accounts.operator)
     before = [client.call(token.functions.claimable(a.address)) for a in (alice, bob)]
     client.transact(token.functions.transfer(bob.address, 10 * ONE_TOKEN), alice)
     after = [client.call(token.functions.claimable(a.address)) for a in (alice, bob)]
@@ -139,7 +140,7 @@ def test_kyc_refusals(client, accounts, contracts, outsider):
 
 def test_paused_transfers_refused_claims_still_work(client, accounts, contracts, token, attested):
     alice, bob, _ = accounts.investors
-    client.transact(contracts.registry.functions.fund(pool_id(POOL), attested), accounts.operator)
+    client.transact(contracts.registry.functions.fund(text_id(POOL), attested), accounts.operator)
     client.transact(token.functions.pause(), accounts.operator)
     with pytest.raises(ContractRevert) as excinfo:
         client.transact(token.functions.transfer(bob.address, ONE_TOKEN), alice)
@@ -152,14 +153,14 @@ def test_paused_transfers_refused_claims_still_work(client, accounts, contracts,
 def test_device_registry(client, accounts, contracts, outsider):
     dev = contracts.devices.functions
     op = accounts.operator
-    key, pid = device_key("cp-000001"), pool_id(POOL)
+    key, pid = text_id("cp-000001"), text_id(POOL)
     client.transact(dev.register(key, accounts.oracles[0].address, pid), op)
     assert client.call(dev.device(key)) == [accounts.oracles[0].address, pid, True]
     client.transact(dev.rotateKey(key, outsider.address), op)
     assert client.call(dev.device(key))[0] == outsider.address
     client.transact(dev.deactivate(key), op)
     assert client.call(dev.device(key))[2] is False
-    unknown = device_key("cp-999999")
+    unknown = text_id("cp-999999")
     for fn, error in (
         (dev.register(key, outsider.address, pid), "DeviceAlreadyRegistered"),
         (dev.rotateKey(key, accounts.admin.address), "DeviceInactive"),
@@ -197,7 +198,7 @@ def test_every_privileged_function_refuses_other_roles(
         contracts.kyc.functions,
         contracts.coin.functions,
     )
-    pid, key = pool_id(POOL), device_key("cp-000001")
+    pid, key = text_id(POOL), text_id("cp-000001")
     oracles = [o.address for o in accounts.oracles[:3]]
     privileged = {
         "coin.mint": coin.mint(outsider.address, 1),

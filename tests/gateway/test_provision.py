@@ -17,6 +17,7 @@ import pytest
 
 from gridshare.core import chain
 from gridshare.core.broker_auth import BrokerAuth
+from gridshare.core.ids import hex_id, text_id
 from gridshare.core.payloads import DeviceType
 from gridshare.core.settings import Settings
 from gridshare.core.signing import address_for_key
@@ -24,7 +25,6 @@ from gridshare.gateway.broker import connect_device, device_client, login_accept
 from gridshare.gateway.identity import identity_path, read_identity
 from gridshare.gateway.provision import (
     planned_pools,
-    pool_id,
     provision,
     provision_ephemeral,
     rotate_key,
@@ -72,7 +72,7 @@ def test_provision_creates_keys_rows_logins_and_chain_records(
     client = chain.ChainClient(settings)
     registry = client.contract("DeviceRegistry", record.address("DeviceRegistry"))
     for name, pid, device_type, share_bps, token, symbol in pools:
-        assert pid == pool_id(name)
+        assert pid == hex_id(name)
         assert share_bps == settings.pool_share_bps == 7000
         assert token and client.has_code(token) and symbol.startswith("GS")
         on_record = record.pools[name]
@@ -99,12 +99,10 @@ def test_provision_creates_keys_rows_logins_and_chain_records(
         assert address_for_key(bytes.fromhex(data["private_key"][2:])) == address
         assert device_id in logins
         assert registered_tx and registered_tx.startswith("0x")
-        signer, on_chain_pool, active = client.call(
-            registry.functions.device(chain.device_key(device_id))
-        )
+        signer, on_chain_pool, active = client.call(registry.functions.device(text_id(device_id)))
         assert (signer, "0x" + on_chain_pool.hex(), active) == (
             address,
-            pool_id("charging-pile-1"),
+            hex_id("charging-pile-1"),
             True,
         )
     assert stat.S_IMODE(os.stat(identity_path(settings, "cp-000001").parent).st_mode) == 0o700
@@ -215,7 +213,7 @@ def test_rotate_key_updates_chain_database_and_file(
     record = chain.read_deployment(settings)
     client = chain.ChainClient(settings)
     registry = client.contract("DeviceRegistry", record.address("DeviceRegistry"))
-    signer, _, _ = client.call(registry.functions.device(chain.device_key("bs-000001")))
+    signer, _, _ = client.call(registry.functions.device(text_id("bs-000001")))
     assert signer == rotated.address
 
 

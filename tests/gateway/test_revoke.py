@@ -9,6 +9,7 @@ import psycopg
 import pytest
 
 from gridshare.core import chain
+from gridshare.core.ids import text_id
 from gridshare.core.settings import Settings
 from gridshare.gateway.broker import login_accepted
 from gridshare.gateway.identity import read_identity
@@ -47,7 +48,7 @@ def on_chain_active(settings: Settings, device_id: str) -> bool:
     registry = client.contract(
         "DeviceRegistry", chain.read_deployment(settings).address("DeviceRegistry")
     )
-    return client.call(registry.functions.device(chain.device_key(device_id)))[2]
+    return client.call(registry.functions.device(text_id(device_id)))[2]
 
 
 def test_revoke_removes_login_marks_inactive_and_deactivates_on_chain(
@@ -77,7 +78,7 @@ def test_deactivation_on_chain_is_honoured(
         "DeviceRegistry", chain.read_deployment(fleet).address("DeviceRegistry")
     )
     operator = chain.load_accounts(fleet).operator
-    client.transact(registry.functions.deactivate(chain.device_key("cp-000003")), operator)
+    client.transact(registry.functions.deactivate(text_id("cp-000003")), operator)
     wait_for(lambda: directory.address("cp-000003") is None, "directory forgets the device", 30)
     assert conn.execute("SELECT active FROM devices WHERE device_id = 'cp-000003'").fetchone() == (
         False,

@@ -12,6 +12,7 @@ import httpx
 import psycopg
 
 from gridshare.core import chain
+from gridshare.core.ids import text_id
 from gridshare.core.payloads import canonical_bytes, encode_reading, format_ts
 from gridshare.core.signing import address_for_key, recover
 from gridshare.gateway import onchain
@@ -201,9 +202,9 @@ def test_signatures_are_checked_against_the_on_chain_key_and_its_rotation(
     (device,) = register(conn, 1)
     client.transact(
         registry.functions.register(
-            chain.device_key(device.device_id),
+            text_id(device.device_id),
             address_for_key(device.key),
-            chain.pool_id("charging-pile-keys"),
+            text_id("charging-pile-keys"),
         ),
         chain.load_accounts(stack_settings).operator,
     )

@@ -26,7 +26,7 @@ import pytest
 
 from gridshare.core import db, stack
 from gridshare.core.chain.deploy import deploy
-from gridshare.core.chain.pools import pool_id
+from gridshare.core.ids import text_id
 from gridshare.core.settings import Settings
 from gridshare.core.stack.process import ManagedProcess
 from gridshare.gateway.identity import load_identities
@@ -239,14 +239,14 @@ def test_every_closed_epoch_attested_exactly_once(run: Run) -> None:
     assert per_epoch and max(per_epoch.values()) == 1
     with db.connect(run.settings) as conn:
         for pool in run.pools:
-            latest = int(ctx.client.call(ctx.registry.functions.latestEpoch(pool_id(pool))))
+            latest = int(ctx.client.call(ctx.registry.functions.latestEpoch(text_id(pool))))
             confirmed = conn.execute(
                 "SELECT epoch FROM oracle_epochs WHERE pool = %s AND state = 'confirmed' "
                 "ORDER BY epoch",
                 (pool,),
             ).fetchall()
             assert [r[0] for r in confirmed] == list(range(1, latest + 1))
-            assert sum(1 for p, _ in per_epoch if p == pool_id(pool)) == latest
+            assert sum(1 for p, _ in per_epoch if p == text_id(pool)) == latest
             # every period that ended before the simulation did is closed (skewed clocks may
             # put a first reading in the day before the simulated start)
             first = conn.execute(
@@ -262,9 +262,9 @@ def test_onchain_totals_equal_recomputation(run: Run) -> None:
     ctx = OracleContext.create(run.settings)
     with db.connect(run.settings) as conn:
         for pool in run.pools:
-            latest = int(ctx.client.call(ctx.registry.functions.latestEpoch(pool_id(pool))))
+            latest = int(ctx.client.call(ctx.registry.functions.latestEpoch(text_id(pool))))
             onchain = [
-                ctx.client.call(ctx.registry.functions.attestation(pool_id(pool), e))
+                ctx.client.call(ctx.registry.functions.attestation(text_id(pool), e))
                 for e in range(1, latest + 1)
             ]
             last_end = datetime.fromtimestamp(onchain[-1][3], UTC)

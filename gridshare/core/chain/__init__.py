@@ -7,7 +7,7 @@ from gridshare.core.chain.accounts import Accounts, ChainAccount, load_accounts
 from gridshare.core.chain.client import ChainClient, connect
 from gridshare.core.chain.deploy import deploy
 from gridshare.core.chain.deployment import DeploymentRecord, PoolRecord, read_deployment
-from gridshare.core.chain.pools import create_pool, device_key, pool_id, register_devices
+from gridshare.core.chain.pools import create_pool, register_devices
 
 __all__ = [
     "Accounts",
@@ -18,9 +18,7 @@ __all__ = [
     "connect",
     "create_pool",
     "deploy",
-    "device_key",
     "load_accounts",
-    "pool_id",
     "read_deployment",
     "register_devices",
 ]

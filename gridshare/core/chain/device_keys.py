@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from eth_utils import keccak, to_checksum_address
-from sha3 import keccak_256  # C keccak: device ids are hashed per lookup
 from web3 import Web3
+
+from gridshare.core.ids import text_id
 
 REGISTERED = keccak(text="DeviceRegistered(bytes32,address,bytes32)")
 ROTATED = keccak(text="DeviceKeyRotated(bytes32,address,address)")
@@ -94,17 +95,11 @@ class DeviceKeys:
 
     def spans(self, device_id: str) -> list[KeySpan]:
         """The device's keys, oldest first (empty: not registered on-chain)."""
-        return list(self._spans.get(keccak(text=device_id), []))
+        return list(self._spans.get(text_id(device_id), []))
 
     def key_at(self, device_id: str, moment: datetime) -> KeySpan | None:
         """The key the device held at `moment` (device time)."""
-        return next(
-            (s for s in self._spans.get(keccak(text=device_id), []) if s.holds(moment)), None
-        )
-
-
-def _id(device_id: str) -> bytes:
-    return keccak_256(device_id.encode("utf-8")).digest()
+        return next((s for s in self._spans.get(text_id(device_id), []) if s.holds(moment)), None)
 
 
 def _address(topic: bytes) -> str:

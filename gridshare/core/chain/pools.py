@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 
-from eth_utils import keccak, to_checksum_address
+from eth_utils import to_checksum_address
 from web3.contract import Contract
 
 from gridshare.core.chain.accounts import load_accounts
@@ -22,6 +22,7 @@ from gridshare.core.chain.deployment import (
     write_deployment,
 )
 from gridshare.core.errors import GridshareError
+from gridshare.core.ids import text_id
 from gridshare.core.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -30,16 +31,6 @@ TOKEN_SUPPLY = 1_000_000 * 10**18  # each pool's fixed issuance, split among the
 DEFAULT_SHARE_BPS = 5_000
 REGISTER_CHUNK = 200  # devices per registerBatch transaction (about 10M gas)
 ZERO_ADDRESS = "0x" + "00" * 20
-
-
-def pool_id(name: str) -> bytes:
-    """keccak256 of the pool's name as UTF-8 (SPEC §8)."""
-    return keccak(text=name)
-
-
-def device_key(device_id: str) -> bytes:
-    """keccak256 of the device id as UTF-8: the DeviceRegistry key."""
-    return keccak(text=device_id)
 
 
 def token_symbol(name: str) -> str:
@@ -74,7 +65,7 @@ def create_pool(
             return known
         accounts = load_accounts(settings)
         registry = client.contract("AttestationRegistry", record.address("AttestationRegistry"))
-        pid = pool_id(name)
+        pid = text_id(name)
         token, registered_bps, _, _, _ = client.call(registry.functions.pool(pid))
         if token == ZERO_ADDRESS:
             investors = [i.address for i in accounts.investors]
@@ -128,7 +119,7 @@ def register_devices(
             raise GridshareError(f"pool {pool_name} is not created on-chain; create_pool first")
     registry = client.contract("DeviceRegistry", record.address("DeviceRegistry"))
     operator = load_accounts(settings).operator
-    keys = [device_key(device_id) for device_id, _, _ in wanted]
+    keys = [text_id(device_id) for device_id, _, _ in wanted]
     registered = _registered(client, registry, keys)
     todo = [(k, d) for k, d, done in zip(keys, wanted, registered, strict=True) if not done]
     for start in range(0, len(todo), REGISTER_CHUNK):
@@ -137,7 +128,7 @@ def register_devices(
             registry.functions.registerBatch(
                 [k for k, _ in chunk],
                 [to_checksum_address(address) for _, (_, address, _) in chunk],
-                [pool_id(pool) for _, (_, _, pool) in chunk],
+                [text_id(pool) for _, (_, _, pool) in chunk],
             ),
             operator,
         )

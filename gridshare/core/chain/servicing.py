@@ -14,8 +14,8 @@ from web3.contract.contract import ContractFunction
 from gridshare.core.chain.accounts import ChainAccount, load_accounts
 from gridshare.core.chain.client import ChainClient
 from gridshare.core.chain.deployment import DeploymentRecord, read_deployment
-from gridshare.core.chain.pools import pool_id
 from gridshare.core.errors import GridshareError
+from gridshare.core.ids import text_id
 from gridshare.core.settings import Settings
 
 
@@ -52,7 +52,7 @@ class Servicing:
         registry = self.client.contract(
             "AttestationRegistry", self.record.address("AttestationRegistry")
         )
-        fn = registry.functions.veto(pool_id(pool), epoch, keccak(text=reason))
+        fn = registry.functions.veto(text_id(pool), epoch, keccak(text=reason))
         return self._send(fn, self.accounts.guardian, f"veto {pool} epoch {epoch}")
 
     # ----- KYC allow-list -----
