@@ -17,17 +17,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from coincurve import PrivateKey
-
 from gridshare.core.payloads import (
     MAX_PAYLOAD_BYTES,
     STATUS_TOPIC,
     TELEMETRY_TOPIC,
-    canonical_bytes,
     encode_reading,
     format_ts,
 )
-from gridshare.core.signing import eip191_digest, sign
+from gridshare.core.signing import Signer, sign
 from gridshare.gateway.identity import DeviceIdentity
 from gridshare.sim.faults import FAULTS, GARBAGE_VARIANTS, FaultPlan
 from gridshare.sim.profiles import Profile, make_profile
@@ -115,9 +112,9 @@ class SimDevice:
         elif p["reset"] and rng.random() < p["reset"] and self.reported_meters:
             self._count("reset")
             zeroed = fields | {k: 0 for k in METERS if k in fields}
-            out.append(Outgoing(self.topic, self.signer.encode(zeroed), self.seq, "reset"))
+            out.append(Outgoing(self.topic, encode_reading(zeroed, self.signer), self.seq, "reset"))
         else:
-            payload = self.signer.encode(fields)
+            payload = encode_reading(fields, self.signer)
             out.append(Outgoing(self.topic, payload, self.seq, "reading"))
             self.reported_meters = self.reported_meters or any(fields.get(k) for k in METERS)
             if p["duplicate"] and rng.random() < p["duplicate"]:
@@ -174,20 +171,6 @@ class SimDevice:
 METERS = ("energy_wh_total", "sessions_total", "revenue_minor_total")
 
 
-class Signer:
-    """`encode_reading` for one key, kept parsed: the canonical bytes with the signature
-    appended as the last member (any key order is valid JSON; ingest re-canonicalises)."""
-
-    def __init__(self, key: bytes) -> None:
-        self._key = PrivateKey(key)
-
-    def encode(self, fields: dict[str, Any]) -> bytes:
-        canonical = canonical_bytes(fields)
-        raw = self._key.sign_recoverable(eip191_digest(canonical), hasher=None)
-        sig = (raw[:64] + bytes([raw[64] + 27])).hex()
-        return canonical[:-1] + b',"sig":"0x' + sig.encode() + b'"}'
-
-
 def garbage(variant: str, fields: dict[str, Any], key: bytes, rng: random.Random) -> bytes:
     """Bytes that must land in quarantine: parse_error, too_large or schema_error."""
     if variant == "not_json":
@@ -198,8 +181,8 @@ def garbage(variant: str, fields: dict[str, Any], key: bytes, rng: random.Random
         return rng.randbytes(MAX_PAYLOAD_BYTES + 512)
     if variant == "nan":
         untrusted = fields | {"power_w": math.nan}
-        unsigned = json.dumps(untrusted, sort_keys=True, separators=(",", ":"))
-        return json.dumps(untrusted | {"sig": sign(key, unsigned.encode())}).encode()
+        unsigned = json.dumps(untrusted, sort_keys=True, separators=(",", ":")).encode()
+        return unsigned[:-1] + b',"sig":"' + sign(key, unsigned).encode() + b'"}'
     if variant == "wrong_types":
         wrong = fields | {"seq": str(fields["seq"]), "power_w": "lots", "energy_wh_total": -5}
         return encode_reading(wrong, key)

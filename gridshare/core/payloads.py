@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from gridshare.core.signing import sign
+from gridshare.core.signing import Signer
 
 MAX_PAYLOAD_BYTES = 16 * 1024
 MAX_POWER_W = 50_000_000  # 50 MW: above any single PV plant, pile or cabinet
@@ -168,10 +168,13 @@ def parse_telemetry(untrusted_raw: bytes) -> tuple[Telemetry, bytes]:
     return reading, canonical_bytes(untrusted_object)
 
 
-def encode_reading(fields: dict[str, Any], sign_with: bytes) -> bytes:
-    """A device's side: sign `fields` (no `sig`) and return the JSON payload bytes."""
-    signed = dict(fields, sig=sign(sign_with, canonical_bytes(fields)))
-    return json.dumps(signed, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+def encode_reading(fields: dict[str, Any], sign_with: bytes | Signer) -> bytes:
+    """A device's side: sign the canonical bytes of `fields` (no `sig`) and return them with
+    the signature appended as the last member (any member order is valid; ingest
+    re-canonicalises before it checks the signature)."""
+    signer = sign_with if isinstance(sign_with, Signer) else Signer(sign_with)
+    canonical = canonical_bytes(fields)
+    return canonical[:-1] + b',"sig":"' + signer.sign(canonical).encode() + b'"}'
 
 
 def format_ts(moment: datetime) -> str:

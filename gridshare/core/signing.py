@@ -22,10 +22,21 @@ def eip191_digest(message: bytes) -> bytes:
     return keccak_256(prefixed).digest()
 
 
+class Signer:
+    """One private key, parsed once: a device signs every reading with the same key."""
+
+    def __init__(self, private_key: bytes) -> None:
+        self._key = PrivateKey(private_key)
+
+    def sign(self, message: bytes) -> str:
+        """The 65-byte r‖s‖v signature (v = 27/28) as 0x-hex."""
+        raw = self._key.sign_recoverable(eip191_digest(message), hasher=None)
+        return "0x" + (raw[:64] + bytes([raw[64] + 27])).hex()
+
+
 def sign(private_key: bytes, message: bytes) -> str:
-    """The 65-byte r‖s‖v signature (v = 27/28) as 0x-hex."""
-    raw = PrivateKey(private_key).sign_recoverable(eip191_digest(message), hasher=None)
-    return "0x" + (raw[:64] + bytes([raw[64] + 27])).hex()
+    """`Signer(private_key).sign(message)`, for a single signature."""
+    return Signer(private_key).sign(message)
 
 
 def recover(message: bytes, untrusted_signature: str) -> str:

@@ -15,12 +15,13 @@ from gridshare.core.payloads import (
     DeviceType,
     PayloadError,
     QuarantineReason,
+    canonical_bytes,
     encode_reading,
     parse_telemetry,
 )
-from gridshare.core.signing import recover
+from gridshare.core.signing import Signer, recover
 from gridshare.gateway.identity import new_identity
-from gridshare.sim.device import Outgoing, Signer, SimDevice, generate
+from gridshare.sim.device import Outgoing, SimDevice, generate
 from gridshare.sim.faults import FAULTS, FaultPlan
 
 START = datetime(2026, 6, 1, tzinfo=UTC).timestamp()
@@ -54,10 +55,13 @@ def test_fault_plan_parsing() -> None:
             FaultPlan.parse(bad)
 
 
-def test_signer_matches_encode_reading() -> None:
+def test_a_kept_signer_encodes_like_a_key_and_recovers_to_the_device() -> None:
     fields = {"v": 1, "device_id": "cp-000042", "seq": 3, "power_w": 7200, "note": "é"}
-    fast = json.loads(Signer(IDENTITY.key_bytes).encode(fields))
-    assert fast == json.loads(encode_reading(fields, IDENTITY.key_bytes))
+    payload = encode_reading(fields, Signer(IDENTITY.key_bytes))
+    assert payload == encode_reading(fields, IDENTITY.key_bytes)
+    untrusted = json.loads(payload)
+    sig = untrusted.pop("sig")
+    assert recover(canonical_bytes(untrusted), sig) == IDENTITY.address
 
 
 def test_no_faults_means_only_valid_readings_in_seq_order() -> None:
