@@ -213,3 +213,27 @@ def test_the_twin_probe_plans_only_the_chunks_of_the_batch(conn: psycopg.Connect
     assert chunk_scans(conn, twin_probe(at, at), probe) == 1
     assert chunk_scans(conn, twin_probe(at - timedelta(days=2), at), probe) == 3
     assert chunk_scans(conn, sql.SQL(NEIGHBOURS), probe[:3]) >= 3 * chunks >= 3 * 40
+
+
+def test_only_plain_postgresql_refuses_a_seq_inserted_again_with_another_time(
+    conn: psycopg.Connection,
+) -> None:
+    """The rule docs/database.md states per flavor: on a hypertable only ingest keeps
+    (device_id, seq) unique."""
+    (device,) = register(conn, 1)
+    insert = (
+        "INSERT INTO telemetry (time, device_id, seq, status, energy_wh_total,"
+        " revenue_minor_total, signed_bytes, sig)"
+        " VALUES (now() - %s * interval '1 day', %s, 1, 'idle', 0, 0, '', '')"
+    )
+    conn.execute(insert, (0, device.device_id))
+    flavor = db.schema_flavor(conn)
+    if flavor is not None and flavor.hypertables:
+        conn.execute(insert, (3, device.device_id))
+        count = conn.execute(
+            "SELECT count(*) FROM telemetry WHERE device_id = %s", (device.device_id,)
+        ).fetchone()
+        assert count == (2,)
+    else:
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute(insert, (3, device.device_id))
