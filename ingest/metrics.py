@@ -44,6 +44,11 @@ QUARANTINE_UNSTORED = Counter(
 QUARANTINE_PRUNED = Counter(
     "gridshare_ingest_quarantine_pruned", "Quarantine rows deleted after the retention"
 )
+UNBOUNDED_PROBES = Counter(
+    "gridshare_ingest_unbounded_probes",
+    "Readings at or below their device's last seq with no stored twin at their own device"
+    " time, looked up in every chunk (out of order, conflicting with another time, restored)",
+)
 DB_RETRIES = Counter("gridshare_ingest_db_retries", "Batches retried after a database error")
 
 for _outcome in OUTCOMES:

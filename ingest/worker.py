@@ -328,6 +328,7 @@ class Worker:
             metrics.QUARANTINED.labels(rejection.reason.value).inc()
         for rejection in outcome.unstored:
             metrics.QUARANTINE_UNSTORED.labels(rejection.reason.value).inc()
+        metrics.UNBOUNDED_PROBES.inc(outcome.unbounded)
         metrics.BATCH_SECONDS.observe(seconds)
         metrics.BATCH_SIZE.set(len(batch))
         metrics.LAG_SECONDS.set(time.monotonic() - min(v.message.received_mono for v in batch))

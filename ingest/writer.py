@@ -6,10 +6,22 @@ duplicates are decided before anything is written. A reading whose seq is stored
 signed bytes is quarantined as `conflicting_reading` and flags its device (`device_flags`,
 in the same transaction). The fast path needs no telemetry lookups: `last_seq` is the
 highest seq stored, so a reading above it is new and is compared with the meters held in
-`device_state`. Readings at or below `last_seq` (replays, redeliveries) look up their
-stored neighbours, and whether their seq is stored, through the (device_id, seq) index; so
-do those of a device with no reading in `device_state` if one probe finds telemetry rows of
-it all the same (restored or loaded by hand).
+`device_state`. Readings at or below `last_seq` (replays, redeliveries) are looked up in
+telemetry; so are those of a device with no reading in `device_state` if one probe finds
+telemetry rows of it all the same (restored or loaded by hand).
+
+That lookup comes in two steps, so that on a hypertable it does not touch every chunk. First
+each reading's stored twin at its own device time: `(device_id, seq, time)` equal to the
+reading's, with the batch's lowest and highest device times written into the statement as
+constant bounds, so the planner keeps only the chunks of that span. A redelivered copy has
+the device time of the stored one (the time is part of the signed bytes), so every plain
+duplicate is decided there, and so is a conflicting copy signed with the same time; their
+neighbours are never needed. Only a reading with no twin at its time goes on to the
+unbounded lookup (`NEIGHBOURS`, counted as `Outcome.unbounded`): whether its seq is stored
+at any time (a conflicting copy may carry a fresh time while its twin sits in any chunk) and
+its stored neighbours by seq, which may lie in any chunk too, since nothing ties a device's
+seqs to its clock. That is an out-of-order new reading, an equivocation with another time,
+or a restored device's reading; ingest finds conflicts anywhere, as before.
 
 The accepted readings, with their evidence (signed bytes and signature), are COPYed into a
 temporary staging table and moved with `INSERT … SELECT … ON CONFLICT DO NOTHING`: a net
@@ -33,6 +45,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import psycopg
+from psycopg import sql
 
 from gridshare.core.payloads import QuarantineReason
 from gridshare.ingest.decide import Capacity, Point, Stored, decide
@@ -86,6 +99,11 @@ WHERE d.device_id = u.device_id
   AND (d.online IS DISTINCT FROM coalesce(u.online, d.online)
        OR d.last_seen IS DISTINCT FROM greatest(d.last_seen, u.heard))
 RETURNING d.device_id"""
+TWINS = """SELECT c.i, t.signed_bytes
+FROM unnest(%s::int[], %s::text[], %s::int8[], %s::timestamptz[]) AS c(i, d, s, ts)
+JOIN LATERAL (SELECT t.signed_bytes FROM telemetry t
+  WHERE t.device_id = c.d AND t.seq = c.s AND t.time = c.ts
+    AND t.time BETWEEN {low} AND {high} LIMIT 1) t ON true"""
 NEIGHBOURS = """SELECT c.i,
   (SELECT t.signed_bytes FROM telemetry t WHERE t.device_id = c.d AND t.seq = c.s LIMIT 1),
   b.seq, b.energy_wh_total, b.revenue_minor_total, b.sessions_total, b.time,
@@ -117,6 +135,7 @@ class Outcome:
     quarantined: list[Rejection] = field(default_factory=list)
     unstored: list[Rejection] = field(default_factory=list)  # quarantined, over the budget
     devices: list[str] = field(default_factory=list)  # device_state rows changed
+    unbounded: int = 0  # readings with no stored twin at their time, looked up in every chunk
 
 
 class BatchWriter:
@@ -152,9 +171,10 @@ class BatchWriter:
             states = self._lock_states(device_ids)
             readings = [r for r in readings if self._known(r, states, outcome)]
             statuses = [s for s in statuses if self._known(s, states, outcome)]
+            around, outcome.unbounded = self._stored_around(readings, states)
             decision = decide(
                 [r.telemetry for r in readings],
-                self._stored_around(readings, states),
+                around,
                 [r.signed for r in readings],
                 self._capacities(readings),
             )
@@ -252,9 +272,10 @@ class BatchWriter:
 
     def _stored_around(
         self, readings: list[Reading], states: dict[str, Point | None]
-    ) -> list[Stored]:
+    ) -> tuple[list[Stored], int]:
         """Each reading's stored neighbours: from device_state when its seq is above the
-        highest stored (the fast path), else looked up in telemetry."""
+        highest stored (the fast path), else its twin at its own time, else looked up in
+        every chunk; and how many took that last, unbounded lookup."""
         stored: list[Stored] = []
         lookups: list[int] = []
         restored = self._with_rows([d for d, latest in states.items() if latest is None])
@@ -266,20 +287,41 @@ class BatchWriter:
                 stored.append(Stored())
                 if latest is not None or reading.telemetry.device_id in restored:
                     lookups.append(index)
-        if lookups:
+        if not lookups:
+            return stored, 0
+        twins = self._twins(readings, lookups)
+        for index, signed in twins.items():
+            stored[index] = Stored(True, signed=signed)
+        unbounded = [i for i in lookups if i not in twins]
+        if unbounded:
             rows = self.conn.execute(
                 NEIGHBOURS,
                 (
-                    lookups,
-                    [readings[i].telemetry.device_id for i in lookups],
-                    [readings[i].telemetry.seq for i in lookups],
+                    unbounded,
+                    [readings[i].telemetry.device_id for i in unbounded],
+                    [readings[i].telemetry.seq for i in unbounded],
                 ),
             ).fetchall()
             for index, signed, *sides in rows:
                 before = _point(sides[:5])
                 after = _point(sides[5:])
                 stored[index] = Stored(signed is not None, before, after, signed or b"")
-        return stored
+        return stored, len(unbounded)
+
+    def _twins(self, readings: list[Reading], lookups: list[int]) -> dict[int, bytes]:
+        """The signed bytes stored under each looked-up reading's (device_id, seq, time),
+        by index, for those stored: only the chunks of the batch's device times are read."""
+        times = [readings[i].telemetry.ts for i in lookups]
+        rows = self.conn.execute(
+            twin_probe(min(times), max(times)),
+            (
+                lookups,
+                [readings[i].telemetry.device_id for i in lookups],
+                [readings[i].telemetry.seq for i in lookups],
+                times,
+            ),
+        ).fetchall()
+        return {index: signed or b"" for index, signed in rows}
 
     def _with_rows(self, device_ids: list[str]) -> set[str]:
         """Which of these devices, with no stored reading in device_state, have telemetry
@@ -405,6 +447,12 @@ class BatchWriter:
     def _send(self, device_ids: list[str]) -> None:
         payload = json.dumps({"devices": device_ids}, separators=(",", ":"))
         self.conn.execute("SELECT pg_notify(%s, %s)", (NOTIFY_CHANNEL, payload))
+
+
+def twin_probe(low: datetime, high: datetime) -> sql.Composed:
+    """`TWINS` for device times from `low` to `high`, as constants: the planner excludes
+    the other chunks of a hypertable when it plans the statement, whatever plan it keeps."""
+    return sql.SQL(TWINS).format(low=sql.Literal(low), high=sql.Literal(high))
 
 
 def _point(row: list) -> Point | None:

@@ -49,16 +49,19 @@ def test_late_readings_reach_the_hourly_rollup(
 def test_retention_keeps_the_materialized_hours(
     stack_settings: Settings, conn: psycopg.Connection, full_timescaledb: None
 ) -> None:
-    """Raw rows go after two years, their hourly figures stay: dropping raw chunks (what the
-    retention job does) invalidates their range, and a refresh over that range would empty
-    those hours, so the refresh window must end short of the retention horizon."""
-    drop_after = _job_config(conn, "policy_retention")["drop_after"]
+    """Raw rows, the signed evidence auditors re-verify, are kept seven years (a regulated
+    issuer's record keeping), and their hourly figures stay after that: dropping raw chunks
+    (what the retention job does) invalidates their range, and a refresh over that range
+    would empty those hours, so the refresh window must end short of the retention
+    horizon."""
+    drop_after = _interval(conn, _job_config(conn, "policy_retention")["drop_after"])
     start_offset = _job_config(conn, "policy_refresh_continuous_aggregate")["start_offset"]
+    assert drop_after >= timedelta(days=2557), "raw evidence kept less than seven years"
     assert start_offset is not None, "an unbounded refresh window covers dropped chunks"
-    assert _interval(conn, start_offset) < _interval(conn, drop_after)
+    assert _interval(conn, start_offset) < drop_after
 
     _device(conn)
-    old = START - timedelta(days=745)  # past the retention horizon
+    old = START - drop_after - timedelta(days=15)  # past the retention horizon
     _insert(conn, range(12), at=old)
     conn.execute(
         "CALL refresh_continuous_aggregate('telemetry_hourly', %s::timestamptz, %s::timestamptz)",

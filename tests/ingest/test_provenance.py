@@ -92,6 +92,8 @@ def test_conflicting_reading_is_kept_flags_the_device_and_is_cleared_with_a_reas
     # both readings are kept: the stored one untouched, the other in quarantine and the flag
     assert evidence(conn, device.device_id)[1][1] == canonical_bytes(device.fields(2))
     assert metric(port, 'gridshare_ingest_quarantined_total{reason="conflicting_reading"}') == 1
+    # the copy and the conflicting reading share the stored one's time: found in its chunk
+    assert metric(port, "gridshare_ingest_unbounded_probes_total") == 0
     flagged = conn.execute(
         "SELECT open_flags, reasons FROM flagged_devices WHERE device_id = %s",
         (device.device_id,),
