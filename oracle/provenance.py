@@ -52,14 +52,6 @@ class StoredReading:
     sig: bytes
 
 
-# (stored field, payload key): what the signed bytes must say about the stored row
-_FIELDS = (
-    ("energy_wh_total", "energy_wh_total"),
-    ("revenue_minor_total", "revenue_minor_total"),
-    ("sessions_total", "sessions_total"),
-)
-
-
 def signer_of(signed_bytes: bytes, sig: bytes) -> str | None:
     """The address that signed the bytes (EIP-191), None when the signature is unusable."""
     try:
