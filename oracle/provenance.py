@@ -9,14 +9,14 @@
   the device held on-chain (DeviceRegistry, rotations included) at the reading's time. A
   device that fails is excluded from the epoch (reason in its leaf), never the pool.
 
-Signature recovery is a pure function of the signed bytes and the signature, so its results
-are cached process-wide: signers running in one process each read and check their own rows,
-and pay the elliptic-curve recovery once per distinct reading.
+Each signer recovers every signature itself: no result is shared between signers (through a
+cache or the database), so one signer's fault cannot vouch for a reading to another. A
+device's determining readings are distinct rows, so within one computation nothing is
+recovered twice either.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,13 +28,10 @@ import psycopg
 from gridshare.core.chain.device_keys import DeviceKeys, KeySpan
 from gridshare.core.chain.merkle import MerkleTree
 from gridshare.core.errors import GridshareError
-from gridshare.core.signing import SignatureError, recover
+from gridshare.core.signing import SignatureError, recover_raw
 from gridshare.oracle.leaves import DeviceLeaf
 
 EMPTY_ROOT = b"\x00" * 32
-_RECOVER_CACHE_SIZE = 200_000
-_recovered: dict[tuple[bytes, bytes], str | threading.Event | None] = {}
-_recover_lock = threading.Lock()
 
 
 class ProvenanceRefused(GridshareError):
@@ -55,48 +52,12 @@ class StoredReading:
     sig: bytes
 
 
-# (stored field, payload key): what the signed bytes must say about the stored row
-_FIELDS = (
-    ("energy_wh_total", "energy_wh_total"),
-    ("revenue_minor_total", "revenue_minor_total"),
-    ("sessions_total", "sessions_total"),
-)
-
-
 def signer_of(signed_bytes: bytes, sig: bytes) -> str | None:
-    """The address that signed the bytes (EIP-191), None when the signature is unusable.
-    Single-flight: a signer thread asking for a recovery another is doing waits for it."""
-    key = (signed_bytes, sig)
-    with _recover_lock:
-        found = _recovered.get(key, "")
-        if isinstance(found, threading.Event):
-            pending = found
-        elif found != "":
-            return found
-        else:
-            pending = None
-            _recovered[key] = mine = threading.Event()
-    if pending is not None:
-        pending.wait()
-        return signer_of(signed_bytes, sig)
-    address: str | None = None
+    """The address that signed the bytes (EIP-191), None when the signature is unusable."""
     try:
-        address = recover(signed_bytes, "0x" + sig.hex())
+        return recover_raw(signed_bytes, sig)
     except SignatureError:
-        pass
-    finally:
-        with _recover_lock:
-            if len(_recovered) >= _RECOVER_CACHE_SIZE:
-                _recovered.clear()
-            _recovered[key] = address
-        mine.set()
-    return address
-
-
-def clear_cache() -> None:
-    """Forget every recovered signer (benchmarks measure the recovery itself)."""
-    with _recover_lock:
-        _recovered.clear()
+        return None
 
 
 def check_reading(reading: StoredReading, spans: Sequence[KeySpan]) -> tuple[str, str] | None:

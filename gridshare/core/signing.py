@@ -45,6 +45,12 @@ def recover(message: bytes, untrusted_signature: str) -> str:
         raw = bytes.fromhex(untrusted_signature.removeprefix("0x"))
     except ValueError as exc:
         raise SignatureError("signature is not hex") from exc
+    return recover_raw(message, raw)
+
+
+def recover_raw(message: bytes, untrusted_signature: bytes) -> str:
+    """`recover` for the 65 signature bytes themselves (as the database keeps them)."""
+    raw = untrusted_signature  # r ‖ s ‖ v
     if len(raw) != 65:
         raise SignatureError(f"signature has {len(raw)} bytes, expected 65")
     v = raw[64] - 27 if raw[64] >= 27 else raw[64]

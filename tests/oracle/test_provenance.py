@@ -1,7 +1,8 @@
 """The signers check what they sign against the chain: tampered readings exclude their device
 (the pool still settles), tampered start values are ignored in favour of the leaves the chain
 commits to, deleted readings lose nothing, a flagged device is excluded until cleared and its
-revenue carries, and readings verify against the key the device held at their time."""
+revenue carries, and readings verify against the key the device held at their time, read
+from the registry's key events in batches."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import psycopg
 import pytest
 
 from gridshare.core import meter_rule as rule
-from gridshare.core.chain.device_keys import DeviceKeys
+from gridshare.core.chain import device_keys
+from gridshare.core.chain.device_keys import DeviceKeys, KeySpan
 from gridshare.core.settings import Settings
 from gridshare.core.signing import address_for_key
 from gridshare.core.timegrid import align
@@ -248,3 +250,48 @@ def test_readings_verify_against_the_key_held_at_their_time(
     failed = check_reading(reading, keys.spans(device))
     assert failed is not None and failed[0] == "bad_signature"
     assert check_reading(reading, [])[0] == "no_onchain_key"  # type: ignore[index]
+
+
+def test_key_history_is_the_same_read_at_once_block_by_block_or_as_it_grows(
+    stack_settings: Settings,
+    ctx: OracleContext,
+    db: psycopg.Connection,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The key events are fetched in block ranges and decoded without web3's event decoder:
+    each span's key, its bounds (the timestamps of the rotations' blocks) and its block are
+    those of the transactions, however the history is read."""
+    pool = make_pool(stack_settings, db, "charging_pile", devices=2)
+    first, second = pool.devices
+    registry = ctx.record.address("DeviceRegistry")
+    growing = DeviceKeys(ctx.client.w3, registry, ctx.record.block)
+    growing.refresh()
+    registered = growing.spans(first)[0].block
+
+    def rotate(device: str, generation: int) -> tuple[int, int]:
+        """(block, its timestamp) of the rotation's transaction, a minute after the last."""
+        ctx.client.w3.provider.make_request("evm_increaseTime", [60])
+        tx = rotate_key(stack_settings, device, address_for_key(device_key(device, generation)))
+        block = int(ctx.client.w3.eth.get_transaction_receipt(tx)["blockNumber"])  # type: ignore[arg-type]
+        growing.refresh()
+        return block, int(ctx.client.w3.eth.get_block(block)["timestamp"])
+
+    (b1, t1), (b2, t2), (b3, t3) = rotate(first, 1), rotate(second, 1), rotate(first, 2)
+    address = [address_for_key(device_key(first, g)) for g in range(3)]
+    assert growing.spans(first) == [
+        KeySpan(address[0], None, t1, registered),
+        KeySpan(address[1], t1, t3, b1),
+        KeySpan(address[2], t3, None, b3),
+    ]
+    assert growing.spans(second)[-1] == KeySpan(
+        address_for_key(device_key(second, 1)), t2, None, b2
+    )
+    assert growing.key_at(first, datetime.fromtimestamp(t3 - 1, UTC)) == growing.spans(first)[1]
+    at_once = DeviceKeys(ctx.client.w3, registry, ctx.record.block)
+    at_once.refresh()
+    monkeypatch.setattr(device_keys, "LOG_CHUNK_BLOCKS", 1)
+    block_by_block = DeviceKeys(ctx.client.w3, registry, ctx.record.block)
+    block_by_block.refresh()
+    for device in (first, second):
+        assert at_once.spans(device) == block_by_block.spans(device) == growing.spans(device)
+    assert at_once.spans("cp-never-registered") == []
