@@ -8,8 +8,8 @@ first resumes whatever epoch a previous (possibly killed) run left in flight.
 from __future__ import annotations
 
 import logging
-import os
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -39,9 +39,9 @@ from gridshare.oracle.store import (
 )
 
 log = logging.getLogger(__name__)
-CRASH_EXIT_CODE = 75
 MAX_FLUX_RETRIES = 5
 FLUX_PAUSE_SECONDS = 1.0
+_step_hooks: list[Callable[[str], None]] = []
 
 
 class OracleError(GridshareError):
@@ -100,7 +100,7 @@ def _step(ctx: OracleContext, conn: psycopg.Connection, pool: str, force: bool) 
         )
     start, end = grid.bounds(epoch)
     cutoff = _cutoff(ctx, conn)
-    mark = watermark(conn, pool, ctx.oracle.silent_allowance_seconds, cutoff)
+    mark = watermark(conn, pool, ctx.settings.oracle_silent_allowance_seconds, cutoff)
     if mark.at is None or mark.at < end:
         return Outcome(
             pool,
@@ -158,7 +158,7 @@ def _prepare(
     prepared = []
     for signer, future in futures:
         try:
-            prepared.append(future.result(timeout=ctx.oracle.signer_timeout_seconds))
+            prepared.append(future.result(timeout=ctx.settings.oracle_signer_timeout_seconds))
         except FutureTimeout:
             prepared.append(Prepared(signer, None, None, "failed: timed out", None))
     executor.shutdown(wait=False)
@@ -168,7 +168,7 @@ def _prepare(
 def _cutoff(ctx: OracleContext, conn: psycopg.Connection) -> datetime:
     """Readings received after this moment (database clock) wait for the next epoch."""
     row = conn.execute(
-        "SELECT now() - make_interval(secs => %s)", (ctx.oracle.cutoff_margin_seconds,)
+        "SELECT now() - make_interval(secs => %s)", (ctx.settings.oracle_cutoff_margin_seconds,)
     ).fetchone()
     assert row is not None
     return row[0]
@@ -186,7 +186,7 @@ def _compute(
     cutoff = cutoff or _cutoff(ctx, conn)
     prev_cutoff = data_cutoff_of(conn, pool, epoch - 1) if epoch > 1 else None
     try:
-        return compute_epoch(conn, grid, epoch, cutoff, prev_cutoff, ctx.oracle, ctx.chain)
+        return compute_epoch(conn, grid, epoch, cutoff, prev_cutoff, ctx.settings, ctx.chain)
     except ProvenanceRefused as exc:
         raise OracleError(f"{pool}: epoch {epoch} cannot be computed: {exc}") from exc
 
@@ -194,7 +194,7 @@ def _compute(
 def _save(
     ctx: OracleContext, conn: psycopg.Connection, computed: ComputedEpoch, force: bool
 ) -> EpochRow:
-    flags = guard.check(conn, computed, ctx.oracle)
+    flags = guard.check(conn, computed, ctx.settings)
     state = EpochState.WITHHELD if flags and not force else EpochState.COMPUTED
     digest = computed.attestation.digest(ctx.signing_context(computed.pool))
     notes = [dict(f, forced=force) for f in flags]
@@ -215,7 +215,7 @@ def _save(
         flags=flags,
     )
     metrics.count(computed.pool, state)
-    _crash_point(ctx, "computed")
+    _reached("computed")
     row = load_epoch(conn, computed.pool, computed.epoch)
     assert row is not None
     return row
@@ -279,7 +279,7 @@ def _collect_signatures(ctx: OracleContext, conn: psycopg.Connection, row: Epoch
         if len(agreeing) >= ctx.threshold:
             return _signed(ctx, conn, row, agreeing)
         attempts += 1
-        if attempts >= ctx.oracle.sign_attempts:
+        if attempts >= ctx.settings.oracle_sign_attempts:
             break
         _log(
             "signers disagree; recomputing",
@@ -326,7 +326,7 @@ def _signed(
     )
     metrics.count(row.pool, EpochState.SIGNED)
     _log("epoch signed", row.pool, row.epoch, signers=[a.signer for a in chosen])
-    _crash_point(ctx, "signed")
+    _reached("signed")
     signed = load_epoch(conn, row.pool, row.epoch)
     assert signed is not None
     return signed
@@ -375,7 +375,7 @@ def _answers(ctx: OracleContext, row: EpochRow, batch: list[OracleSigner]) -> li
     answers = []
     for signer, future in futures:
         try:
-            answers.append(future.result(timeout=ctx.oracle.signer_timeout_seconds))
+            answers.append(future.result(timeout=ctx.settings.oracle_signer_timeout_seconds))
         except FutureTimeout:
             answers.append(SignerAnswer(signer.address, None, None, "failed: timed out"))
     executor.shutdown(wait=False)
@@ -424,7 +424,7 @@ def _submit(ctx: OracleContext, conn: psycopg.Connection, row: EpochRow) -> Epoc
     submitter.broadcast(ctx.client, tx)
     metrics.count(row.pool, EpochState.SUBMITTED)
     _log("attestation broadcast", row.pool, row.epoch, tx_hash=tx.tx_hash, nonce=tx.nonce)
-    _crash_point(ctx, "broadcast")
+    _reached("broadcast")
     submitted = load_epoch(conn, row.pool, row.epoch)
     assert submitted is not None
     return submitted
@@ -448,7 +448,9 @@ def _confirm(ctx: OracleContext, conn: psycopg.Connection, row: EpochRow) -> Epo
             submitter.broadcast(
                 ctx.client, submitter.SignedTx(row.tx_hash, row.tx_nonce, row.tx_raw)
             )
-    mined = submitter.wait_mined(ctx.client, row.tx_hash, ctx.oracle.receipt_timeout_seconds)
+    mined = submitter.wait_mined(
+        ctx.client, row.tx_hash, ctx.settings.oracle_receipt_timeout_seconds
+    )
     if mined is None:
         _log("attestation tx still pending", row.pool, row.epoch, tx_hash=row.tx_hash)
         return row
@@ -554,11 +556,15 @@ def _flag(conn: psycopg.Connection, row: EpochRow, check_name: str, detail: str)
     return flagged
 
 
-def _crash_point(ctx: OracleContext, step: str) -> None:
-    """Fault injection for the reliability suite: die here as if killed."""
-    if ctx.oracle.crash_after == step:
-        log.warning("crash injected", extra={"fields": {"after": step}})
-        os._exit(CRASH_EXIT_CODE)
+def after_step(hook: Callable[[str], None]) -> None:
+    """Call `hook(step)` right after each step ("computed", "signed", "broadcast") is
+    committed: tests install one that kills the process there, to prove the restart."""
+    _step_hooks.append(hook)
+
+
+def _reached(step: str) -> None:
+    for hook in _step_hooks:
+        hook(step)
 
 
 def _log(msg: str, pool: str, epoch: int, level: int = logging.INFO, **fields: object) -> None:

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from gridshare.core import db
 from gridshare.core.logs import setup_logging
-from gridshare.core.settings import Settings
+from gridshare.core.settings import get_settings
 from gridshare.oracle import funding, remote, service
 from gridshare.oracle.aggregator import attest_next
 from gridshare.oracle.context import OracleContext
@@ -25,7 +25,7 @@ console = Console()
 
 def _context() -> OracleContext:
     """Settings, logs, and the checked database and chain (one-line errors when down)."""
-    settings = Settings()
+    settings = get_settings()
     setup_logging(settings.log_level)
     db.connect(settings).close()
     return OracleContext.create(settings)

@@ -23,11 +23,11 @@ import psycopg
 
 from gridshare.core.chain.attestation import Attestation, investor_amount
 from gridshare.core.chain.merkle import MerkleTree
+from gridshare.core.settings import Settings
 from gridshare.oracle.leaves import EXCLUSIONS, DeviceLeaf, text_id
 from gridshare.oracle.meters import DeviceFigures, device_figures
 from gridshare.oracle.periods import PoolGrid, to_unix
 from gridshare.oracle.provenance import ChainView, check_device, previous_leaves
-from gridshare.oracle.settings import OracleSettings
 
 
 @dataclass(frozen=True)
@@ -133,7 +133,7 @@ def compute_epoch(
     epoch: int,
     cutoff: datetime,
     prev_cutoff: datetime | None,
-    settings: OracleSettings,
+    settings: Settings,
     chain: ChainView,
 ) -> ComputedEpoch:
     """Read the period's telemetry and build the epoch's leaves, root and attestation;
@@ -153,12 +153,14 @@ def compute_epoch(
         end,
         cutoff,
         prev_cutoff,
-        settings.reading_interval_seconds,
+        settings.oracle_reading_interval_seconds,
         previous,
     )
     figures, leaves, exclusions = [], [], {}
     for f in raw:
-        failed = exclusion(f, chain, grid.period_seconds, max_tariff, settings.device_power_margin)
+        failed = exclusion(
+            f, chain, grid.period_seconds, max_tariff, settings.oracle_device_power_margin
+        )
         if failed is not None:
             exclusions[f.device_id] = failed
             f = excluded_figures(f)

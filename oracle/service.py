@@ -36,7 +36,7 @@ def run_round(ctx: OracleContext, stop: threading.Event) -> list[Outcome]:
     outcomes: list[Outcome] = []
     for pool in pool_names(ctx):
         outcomes.extend(_attest_pool(ctx, pool, stop))
-        if ctx.oracle.auto_fund and not stop.is_set():
+        if ctx.settings.oracle_auto_fund and not stop.is_set():
             try:
                 funding.fund(ctx, pool)
             except GridshareError as exc:
@@ -73,12 +73,13 @@ def run(ctx: OracleContext) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    if ctx.oracle.metrics_port:
+    if ctx.settings.oracle_metrics_port:
         try:
-            start_http_server(ctx.oracle.metrics_port, addr=ctx.settings.api_host)
+            start_http_server(ctx.settings.oracle_metrics_port, addr=ctx.settings.api_host)
         except OSError as exc:
             raise ConfigError(
-                "GRIDSHARE_ORACLE_METRICS_PORT", f"{ctx.oracle.metrics_port}: {exc.strerror}"
+                "GRIDSHARE_ORACLE_METRICS_PORT",
+                f"{ctx.settings.oracle_metrics_port}: {exc.strerror}",
             ) from exc
     log.info(
         "oracle running",
@@ -89,5 +90,5 @@ def run(ctx: OracleContext) -> None:
             run_round(ctx, stop)
         except Exception:  # listing the pools failed (database down): try again later
             log.exception("oracle round failed")
-        stop.wait(ctx.oracle.poll_seconds)
+        stop.wait(ctx.settings.oracle_poll_seconds)
     log.info("oracle stopped")

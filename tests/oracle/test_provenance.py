@@ -207,7 +207,7 @@ def test_an_implausible_jump_excludes_the_device(
 def test_readings_verify_against_the_key_held_at_their_time(
     stack_settings: Settings, ctx: OracleContext, db: psycopg.Connection
 ) -> None:
-    hourly = stack_settings.model_copy(update={"period_seconds": 3600})
+    hourly = ctx.settings.model_copy(update={"period_seconds": 3600})
     ctx = dataclasses.replace(ctx, settings=hourly)
     pool = make_pool(stack_settings, db, "charging_pile", devices=1)
     (device,) = pool.devices
