@@ -35,6 +35,7 @@ from gridshare.core import meter_rule as rule
 from gridshare.core.chain.artifacts import load_artifact
 from gridshare.core.chain.device_keys import DeviceKeys
 from gridshare.core.chain.merkle import MerkleTree, verify
+from gridshare.core.errors import GridshareError
 from gridshare.core.settings import get_settings
 from gridshare.oracle.leaves import LEAF_TYPES, DeviceLeaf, text_id
 from gridshare.oracle.provenance import StoredReading, check_reading
@@ -56,7 +57,7 @@ CHECKED = (
 )
 
 
-class AuditError(Exception):
+class AuditError(GridshareError):
     """The audit cannot run (API or chain unreachable, unknown epoch)."""
 
 

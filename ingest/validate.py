@@ -21,6 +21,7 @@ import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from gridshare.core.errors import SignatureError
 from gridshare.core.payloads import (
     DEVICE_ID_PATTERN,
     MAX_PAYLOAD_BYTES,
@@ -29,7 +30,7 @@ from gridshare.core.payloads import (
     Telemetry,
     parse_telemetry,
 )
-from gridshare.core.signing import SignatureError, recover
+from gridshare.core.signing import recover
 from gridshare.ingest.devices import DeviceDirectory
 from gridshare.ingest.keys import OnchainSigners
 
