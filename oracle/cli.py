@@ -16,6 +16,7 @@ from gridshare.core.settings import get_settings
 from gridshare.oracle import funding, remote, service
 from gridshare.oracle.aggregator import attest_next
 from gridshare.oracle.context import OracleContext
+from gridshare.oracle.machine import Status
 
 oracle_app = typer.Typer(no_args_is_help=True, help="Signed revenue attestations.")
 operator_app = typer.Typer(no_args_is_help=True, help="The operator's payments.")
@@ -45,7 +46,7 @@ def attest(
     """Attest the pool's next closed epoch once; exit 0 when there is nothing to do."""
     outcome = attest_next(_context(), pool, force=force)
     console.print(outcome.message, highlight=False, soft_wrap=True)
-    if outcome.status in ("withheld", "flagged"):
+    if outcome.status in (Status.WITHHELD, Status.FLAGGED):
         raise typer.Exit(2)
 
 

@@ -11,8 +11,9 @@ from prometheus_client import start_http_server
 from gridshare.core import db
 from gridshare.core.errors import ConfigError, GridshareError
 from gridshare.oracle import funding
-from gridshare.oracle.aggregator import Outcome, attest_next
+from gridshare.oracle.aggregator import attest_next
 from gridshare.oracle.context import OracleContext
+from gridshare.oracle.machine import Outcome, Status
 
 log = logging.getLogger(__name__)
 MAX_EPOCHS_PER_ROUND = 50  # per pool, so one pool catching up never starves the others
@@ -60,7 +61,7 @@ def _attest_pool(ctx: OracleContext, pool: str, stop: threading.Event) -> list[O
             log.exception("pool step failed", extra={"fields": {"pool": pool}})
             break
         outcomes.append(outcome)
-        if outcome.status not in ("waiting", "nothing"):
+        if outcome.status not in (Status.WAITING, Status.NOTHING):
             fields = {"pool": pool, "status": outcome.status}
             log.info(outcome.message, extra={"fields": fields})
         if not outcome.progressed:

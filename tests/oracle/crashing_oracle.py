@@ -13,10 +13,9 @@ import sys
 from pathlib import Path
 
 from gridshare.cli import main
-from gridshare.oracle.aggregator import after_step
+from gridshare.oracle.transitions import STEPS, after_step
 
 CRASH_EXIT_CODE = 75
-STEPS = ("computed", "signed", "broadcast")
 ROOT = Path(__file__).resolve().parents[2]  # where `-m tests.oracle.crashing_oracle` resolves
 
 

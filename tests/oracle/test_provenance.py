@@ -16,11 +16,12 @@ from gridshare.core.chain.device_keys import DeviceKeys
 from gridshare.core.settings import Settings
 from gridshare.core.signing import address_for_key
 from gridshare.gateway.onchain import rotate_key
-from gridshare.oracle.aggregator import OracleError, attest_next
+from gridshare.oracle.aggregator import attest_next
 from gridshare.oracle.context import OracleContext
 from gridshare.oracle.leaves import DeviceLeaf
 from gridshare.oracle.periods import align_down
 from gridshare.oracle.provenance import StoredReading, check_reading
+from gridshare.oracle.transitions import OracleError
 from tests.oracle.conftest import (
     STEP,
     T0,
