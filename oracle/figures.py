@@ -63,12 +63,7 @@ class ComputedEpoch:
 
 def pool_terms(conn: psycopg.Connection, pool: str) -> tuple[int, int]:
     """(investor share in bps, maximum tariff in minor units per kWh)."""
-    row = conn.execute(
-        "SELECT share_bps, max_tariff_minor_per_kwh FROM pools WHERE name = %s", (pool,)
-    ).fetchone()
-    if row is None:
-        raise LookupError(f"pool {pool} is unknown")
-    return int(row[0]), int(row[1])
+    return _pool_pair(conn, pool, "share_bps, max_tariff_minor_per_kwh")
 
 
 def exclusion(
@@ -119,9 +114,12 @@ def excluded_figures(f: DeviceFigures) -> DeviceFigures:
 
 def pool_money_terms(conn: psycopg.Connection, pool: str) -> tuple[int, int]:
     """(currency minor-unit exponent, stablecoin decimals) of the pool, as on-chain."""
-    row = conn.execute(
-        "SELECT currency_exponent, coin_decimals FROM pools WHERE name = %s", (pool,)
-    ).fetchone()
+    return _pool_pair(conn, pool, "currency_exponent, coin_decimals")
+
+
+def _pool_pair(conn: psycopg.Connection, pool: str, columns: str) -> tuple[int, int]:
+    """Two integer columns of the pool's row (`columns` is one of the constants above)."""
+    row = conn.execute(f"SELECT {columns} FROM pools WHERE name = %s", (pool,)).fetchone()
     if row is None:
         raise LookupError(f"pool {pool} is unknown")
     return int(row[0]), int(row[1])
