@@ -25,6 +25,7 @@ from gridshare.api.schemas import Attestation
 from gridshare.core.chain import ChainClient, DeploymentRecord, read_deployment
 from gridshare.core.chain.deployment import deployment_path
 from gridshare.core.chain.device_keys import DeviceKeys
+from gridshare.core.errors import GridshareError
 from gridshare.core.settings import Settings
 
 T = TypeVar("T")
@@ -71,7 +72,7 @@ class EpochSettlement:
     seconds_left: int | None  # while pending
 
 
-class ChainUnavailable(Exception):
+class ChainUnavailable(GridshareError):
     """The chain or the deployment record is not there (yet)."""
 
 

@@ -8,7 +8,7 @@ import typer
 
 from gridshare.core import db
 from gridshare.core.logs import setup_logging
-from gridshare.core.settings import Settings, get_settings
+from gridshare.core.settings import get_settings
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -29,7 +29,7 @@ def serve(
     """Serve the API and the dashboard (stops cleanly on SIGTERM)."""
     import uvicorn
 
-    settings = Settings()
+    settings = get_settings()
     setup_logging(settings.log_level)
     db.connect(settings).close()  # unreachable: one line, exit 1
     db.migrate(settings)

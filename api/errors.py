@@ -13,6 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gridshare.core.errors import GridshareError
+
 log = logging.getLogger(__name__)
 
 STATUS_CODES = {
@@ -27,8 +29,8 @@ STATUS_CODES = {
 }
 
 
-class ApiError(Exception):
-    """An error answered to the client as is."""
+class ApiError(GridshareError):
+    """An error answered to the client as is (status, code and message)."""
 
     def __init__(
         self, status: int, code: str, message: str, headers: dict[str, str] | None = None

@@ -28,7 +28,6 @@ from gridshare.core.stack.anvil import Anvil
 from gridshare.core.stack.postgres import Postgres
 from gridshare.oracle.aggregator import attest_next
 from gridshare.oracle.context import OracleContext
-from gridshare.oracle.settings import OracleSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 # bench/oracle.py: the same pool, loaded the same way
@@ -72,7 +71,7 @@ def run(settings: Settings, tmp: Path) -> dict[str, object]:
         oracle_bench.make_pool(settings, conn, POOL, oracle_bench.DEVICES)
         conn.execute("VACUUM ANALYZE telemetry")
         load_seconds = time.perf_counter() - started
-    ctx = OracleContext.create(settings, OracleSettings(metrics_port=0))
+    ctx = OracleContext.create(settings.model_copy(update={"oracle_metrics_port": 0}))
     outcome = attest_next(ctx, POOL)
     if outcome.status != "confirmed":
         return {"error": outcome.message, "target_met": False}

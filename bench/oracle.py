@@ -44,7 +44,6 @@ from gridshare.core.stack.anvil import Anvil
 from gridshare.core.stack.postgres import Postgres
 from gridshare.oracle.aggregator import attest_next
 from gridshare.oracle.context import OracleContext
-from gridshare.oracle.settings import OracleSettings
 
 RESULTS = Path(__file__).resolve().parent / "results" / "oracle.json"
 DEVICES = 10_000
@@ -187,7 +186,7 @@ def run(settings: Settings, clock: PhaseClock, devices: int) -> dict[str, object
         conn.execute("VACUUM ANALYZE telemetry")
         rows = conn.execute("SELECT count(*) FROM telemetry").fetchone()
         load_seconds = time.perf_counter() - started
-    ctx = OracleContext.create(settings, OracleSettings(metrics_port=0))
+    ctx = OracleContext.create(settings.model_copy(update={"oracle_metrics_port": 0}))
     ctx.threshold  # noqa: B018 - one chain call outside the timed section
 
     load_before = os.getloadavg()[0]  # other work on this machine skews the figures

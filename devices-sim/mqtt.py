@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+from gridshare.core.errors import GridshareError
 from gridshare.core.tls import client_context
 
 CONNECT, CONNACK, PUBLISH, PUBACK = 0x10, 0x20, 0x30, 0x40
@@ -52,7 +53,7 @@ def _tls_context(ca_pem: str) -> ssl.SSLContext:
     return client_context(ca_pem)
 
 
-class MqttError(Exception):
+class MqttError(GridshareError):
     """A refused connection (with the CONNACK reason code) or a protocol violation."""
 
     def __init__(self, message: str, reason_code: int | None = None) -> None:

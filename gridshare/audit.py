@@ -35,8 +35,10 @@ from gridshare.core import meter_rule as rule
 from gridshare.core.chain.artifacts import load_artifact
 from gridshare.core.chain.device_keys import DeviceKeys
 from gridshare.core.chain.merkle import MerkleTree, verify
-from gridshare.core.settings import Settings
-from gridshare.oracle.leaves import LEAF_TYPES, DeviceLeaf, text_id
+from gridshare.core.errors import GridshareError
+from gridshare.core.ids import text_id
+from gridshare.core.settings import get_settings
+from gridshare.oracle.leaves import LEAF_TYPES, DeviceLeaf
 from gridshare.oracle.provenance import StoredReading, check_reading
 
 PAGE = 1000
@@ -56,7 +58,7 @@ CHECKED = (
 )
 
 
-class AuditError(Exception):
+class AuditError(GridshareError):
     """The audit cannot run (API or chain unreachable, unknown epoch)."""
 
 
@@ -419,7 +421,7 @@ def audit_command(
     as_json: bool = typer.Option(False, "--json", help="print the report as JSON"),
 ) -> None:
     """Re-check an attested epoch from the public API and the chain; exit 1 if anything differs."""
-    settings = Settings()
+    settings = get_settings()
     try:
         report = audit_epoch(
             api or f"http://127.0.0.1:{settings.api_port}",

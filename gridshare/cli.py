@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 
 import typer
-from pydantic import ValidationError
 
 from gridshare.api.cli import serve as api_serve
 from gridshare.audit import audit_command
@@ -39,14 +38,9 @@ app.add_typer(servicing_cli.agent_app, name="agent")
 
 
 def main() -> None:
-    """Entry point: any project error or bad setting becomes one line and exit code 1."""
+    """Entry point: any project error (a bad setting too) becomes one line and exit code 1."""
     try:
         app()
     except GridshareError as exc:
         print(f"gridshare: {exc}", file=sys.stderr)
-        sys.exit(1)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        setting = "GRIDSHARE_" + "_".join(str(p) for p in first["loc"]).upper()
-        print(f"gridshare: configuration: {setting}: {first['msg']}", file=sys.stderr)
         sys.exit(1)

@@ -31,7 +31,7 @@ from gridshare.core.chain.deploy import deploy
 from gridshare.core.errors import GridshareError
 from gridshare.core.ids import text_id
 from gridshare.core.logs import setup_logging
-from gridshare.core.settings import Settings
+from gridshare.core.settings import Settings, get_settings
 from gridshare.core.stack.process import ManagedProcess, port_open
 from gridshare.gateway.identity import load_identities
 from gridshare.gateway.provision import provision
@@ -351,4 +351,4 @@ def demo_command(
 ) -> None:
     """Everything end to end on the local stack, then keep the API up until Ctrl-C."""
     setup_logging("WARNING")  # the progress display speaks; children log to files
-    run(Settings(), DemoPlan(), once=once, fresh=fresh)
+    run(get_settings(), DemoPlan(), once=once, fresh=fresh)

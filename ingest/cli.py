@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from gridshare.core.logs import setup_logging
-from gridshare.core.settings import Settings
+from gridshare.core.settings import get_settings
 from gridshare.ingest.worker import Worker
 
 
@@ -37,6 +37,6 @@ def ingest(
         "ingest_batch_seconds": batch_seconds,
         "ingest_shared": shared,
     }
-    settings = Settings(**{k: v for k, v in given.items() if v is not None})
+    settings = get_settings(**{k: v for k, v in given.items() if v is not None})
     setup_logging(settings.log_level)
     Worker(settings, retire=retire).run()

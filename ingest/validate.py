@@ -21,16 +21,16 @@ import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from gridshare.core.errors import PayloadError, SignatureError
 from gridshare.core.payloads import (
     DEVICE_ID_PATTERN,
     MAX_PAYLOAD_BYTES,
     TOPIC_RE,
-    PayloadError,
     QuarantineReason,
     Telemetry,
     parse_telemetry,
 )
-from gridshare.core.signing import SignatureError, recover
+from gridshare.core.signing import recover
 from gridshare.ingest.devices import DeviceDirectory
 from gridshare.ingest.keys import OnchainSigners
 

@@ -13,8 +13,8 @@ import logging
 
 import psycopg
 
+from gridshare.core.ids import text_id
 from gridshare.oracle.context import OracleContext
-from gridshare.oracle.leaves import text_id
 
 log = logging.getLogger(__name__)
 STATUS_VETOED = 3

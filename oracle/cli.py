@@ -12,10 +12,11 @@ from rich.console import Console
 
 from gridshare.core import db
 from gridshare.core.logs import setup_logging
-from gridshare.core.settings import Settings
+from gridshare.core.settings import get_settings
 from gridshare.oracle import funding, remote, service
 from gridshare.oracle.aggregator import attest_next
 from gridshare.oracle.context import OracleContext
+from gridshare.oracle.machine import Status
 
 oracle_app = typer.Typer(no_args_is_help=True, help="Signed revenue attestations.")
 operator_app = typer.Typer(no_args_is_help=True, help="The operator's payments.")
@@ -25,7 +26,7 @@ console = Console()
 
 def _context() -> OracleContext:
     """Settings, logs, and the checked database and chain (one-line errors when down)."""
-    settings = Settings()
+    settings = get_settings()
     setup_logging(settings.log_level)
     db.connect(settings).close()
     return OracleContext.create(settings)
@@ -45,7 +46,7 @@ def attest(
     """Attest the pool's next closed epoch once; exit 0 when there is nothing to do."""
     outcome = attest_next(_context(), pool, force=force)
     console.print(outcome.message, highlight=False, soft_wrap=True)
-    if outcome.status in ("withheld", "flagged"):
+    if outcome.status in (Status.WITHHELD, Status.FLAGGED):
         raise typer.Exit(2)
 
 

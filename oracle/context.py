@@ -17,18 +17,16 @@ from gridshare.core.chain.attestation import SigningContext, signing_context
 from gridshare.core.chain.client import ChainClient
 from gridshare.core.chain.deployment import DeploymentRecord, read_deployment
 from gridshare.core.chain.device_keys import DeviceKeys
+from gridshare.core.ids import text_id
 from gridshare.core.settings import Settings
-from gridshare.oracle.leaves import text_id
 from gridshare.oracle.provenance import ChainView
 from gridshare.oracle.remote import RemoteSigner
-from gridshare.oracle.settings import OracleSettings
 from gridshare.oracle.signer import OracleSigner
 
 
 @dataclass
 class OracleContext:
     settings: Settings
-    oracle: OracleSettings
     client: ChainClient
     record: DeploymentRecord
     accounts: Accounts
@@ -36,12 +34,11 @@ class OracleContext:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
-    def create(cls, settings: Settings, oracle: OracleSettings | None = None) -> OracleContext:
+    def create(cls, settings: Settings) -> OracleContext:
         """Connect to the chain and read the deployment; one-line errors when either fails."""
         client = ChainClient(settings)
         return cls(
             settings=settings,
-            oracle=oracle or OracleSettings(),
             client=client,
             record=read_deployment(settings),
             accounts=load_accounts(settings),
@@ -89,7 +86,7 @@ class OracleContext:
             account=account,
             db_url=db_url or self.settings.db_url,
             signing=self.signing_context,
-            settings=self.oracle,
+            settings=self.settings,
             chain=self.chain_view(),
         )
 
@@ -129,9 +126,9 @@ class OracleContext:
         """Our oracle keys that are in the registry's current set: in this process, or its
         own process where a URL is set."""
         return [
-            RemoteSigner(account.address, url, self.oracle.signer_timeout_seconds)
-            if (url := self.oracle.signer_urls.get(i))
-            else self.signer(account, self.oracle.signer_db_urls.get(i))
+            RemoteSigner(account.address, url, self.settings.oracle_signer_timeout_seconds)
+            if (url := self.settings.oracle_signer_urls.get(i))
+            else self.signer(account, self.settings.oracle_signer_db_urls.get(i))
             for i, account in enumerate(self.accounts.oracles)
             if account.address.lower() in self.oracle_set
         ]

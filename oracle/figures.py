@@ -23,11 +23,13 @@ import psycopg
 
 from gridshare.core.chain.attestation import Attestation, investor_amount
 from gridshare.core.chain.merkle import MerkleTree
-from gridshare.oracle.leaves import EXCLUSIONS, DeviceLeaf, text_id
+from gridshare.core.ids import text_id
+from gridshare.core.settings import Settings
+from gridshare.core.timegrid import to_unix
+from gridshare.oracle.leaves import EXCLUSIONS, DeviceLeaf
 from gridshare.oracle.meters import DeviceFigures, device_figures
-from gridshare.oracle.periods import PoolGrid, to_unix
+from gridshare.oracle.periods import PoolGrid
 from gridshare.oracle.provenance import ChainView, check_device, previous_leaves
-from gridshare.oracle.settings import OracleSettings
 
 
 @dataclass(frozen=True)
@@ -63,12 +65,7 @@ class ComputedEpoch:
 
 def pool_terms(conn: psycopg.Connection, pool: str) -> tuple[int, int]:
     """(investor share in bps, maximum tariff in minor units per kWh)."""
-    row = conn.execute(
-        "SELECT share_bps, max_tariff_minor_per_kwh FROM pools WHERE name = %s", (pool,)
-    ).fetchone()
-    if row is None:
-        raise LookupError(f"pool {pool} is unknown")
-    return int(row[0]), int(row[1])
+    return _pool_pair(conn, pool, "share_bps, max_tariff_minor_per_kwh")
 
 
 def exclusion(
@@ -119,9 +116,12 @@ def excluded_figures(f: DeviceFigures) -> DeviceFigures:
 
 def pool_money_terms(conn: psycopg.Connection, pool: str) -> tuple[int, int]:
     """(currency minor-unit exponent, stablecoin decimals) of the pool, as on-chain."""
-    row = conn.execute(
-        "SELECT currency_exponent, coin_decimals FROM pools WHERE name = %s", (pool,)
-    ).fetchone()
+    return _pool_pair(conn, pool, "currency_exponent, coin_decimals")
+
+
+def _pool_pair(conn: psycopg.Connection, pool: str, columns: str) -> tuple[int, int]:
+    """Two integer columns of the pool's row (`columns` is one of the constants above)."""
+    row = conn.execute(f"SELECT {columns} FROM pools WHERE name = %s", (pool,)).fetchone()
     if row is None:
         raise LookupError(f"pool {pool} is unknown")
     return int(row[0]), int(row[1])
@@ -133,7 +133,7 @@ def compute_epoch(
     epoch: int,
     cutoff: datetime,
     prev_cutoff: datetime | None,
-    settings: OracleSettings,
+    settings: Settings,
     chain: ChainView,
 ) -> ComputedEpoch:
     """Read the period's telemetry and build the epoch's leaves, root and attestation;
@@ -153,12 +153,14 @@ def compute_epoch(
         end,
         cutoff,
         prev_cutoff,
-        settings.reading_interval_seconds,
+        settings.oracle_reading_interval_seconds,
         previous,
     )
     figures, leaves, exclusions = [], [], {}
     for f in raw:
-        failed = exclusion(f, chain, grid.period_seconds, max_tariff, settings.device_power_margin)
+        failed = exclusion(
+            f, chain, grid.period_seconds, max_tariff, settings.oracle_device_power_margin
+        )
         if failed is not None:
             exclusions[f.device_id] = failed
             f = excluded_figures(f)

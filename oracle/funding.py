@@ -13,8 +13,8 @@ from web3.logs import DISCARD
 
 from gridshare.core.chain.accounts import ChainAccount
 from gridshare.core.errors import ContractRevert, GridshareError
+from gridshare.core.ids import text_id
 from gridshare.oracle.context import OracleContext
-from gridshare.oracle.leaves import text_id
 
 log = logging.getLogger(__name__)
 FUND_ATTEMPTS = 3

@@ -88,11 +88,18 @@ _SIGN = (b"\x00" * 24, b"\xff" * 24)
 
 
 @dataclass(frozen=True)
-class DeviceLeaf:
-    """One device's figures for one epoch (base units: Wh, minor currency units, seconds)."""
+class _EpochOf:
+    """Which pool and epoch a leaf belongs to: its first fields, as in LEAF_TYPES."""
 
     pool: str
     epoch: int
+
+
+@dataclass(frozen=True)
+class DeviceCounts:
+    """What a device did in one period (base units: Wh, minor currency units, seconds): the
+    figures the meters derive (`meters.DeviceFigures`) and a leaf commits to."""
+
     device_id: str
     energy_wh: int
     revenue_minor: int
@@ -104,6 +111,13 @@ class DeviceLeaf:
     meter_resets: int
     adjustment_energy_wh: int
     adjustment_revenue_minor: int
+
+
+@dataclass(frozen=True)
+class DeviceLeaf(DeviceCounts, _EpochOf):
+    """One device's figures for one epoch: fields in LEAF_TYPES order (pool, epoch, then
+    the counts, then the end values)."""
+
     end_energy_wh: int
     end_revenue_minor: int
     end_sessions: int
@@ -166,52 +180,19 @@ class DeviceLeaf:
     def signing_bytes(self) -> bytes:
         """abi.encode of the fields: one struct.pack when every value fits its packed width
         (as in practice; struct range-checks each), the general path otherwise."""
+        values = self.values()
         adjust_e, adjust_r = self.adjustment_energy_wh, self.adjustment_revenue_minor
-        try:
+        try:  # the two int256 words (values 11 and 12) each packed as sign bytes + int64
             return _FAST.pack(
-                text_id(self.pool),
-                self.epoch,
-                text_id(self.device_id),
-                self.energy_wh,
-                self.revenue_minor,
-                self.sessions,
-                self.readings,
-                self.first_seq,
-                self.last_seq,
-                self.uptime_seconds,
-                self.meter_resets,
+                *values[:11],
                 _SIGN[adjust_e < 0],
                 adjust_e,
                 _SIGN[adjust_r < 0],
                 adjust_r,
-                self.end_energy_wh,
-                self.end_revenue_minor,
-                self.end_sessions,
-                self.excluded,
+                *values[13:],
             )
         except struct.error:
-            pass
-        return b"".join(
-            (
-                text_id(self.pool),
-                _word(self.epoch, 64),
-                text_id(self.device_id),
-                _word(self.energy_wh, 256),
-                _word(self.revenue_minor, 256),
-                _word(self.sessions, 64),
-                _word(self.readings, 32),
-                _word(self.first_seq, 64),
-                _word(self.last_seq, 64),
-                _word(self.uptime_seconds, 32),
-                _word(self.meter_resets, 32),
-                _signed_word(adjust_e),
-                _signed_word(adjust_r),
-                _word(self.end_energy_wh, 256),
-                _word(self.end_revenue_minor, 256),
-                _word(self.end_sessions, 64),
-                _word(self.excluded, 8),
-            )
-        )
+            return b"".join(map(_encode, values, LEAF_TYPES))
 
     def leaf_hash(self) -> bytes:
         return keccak(keccak(self.signing_bytes()))
@@ -231,11 +212,14 @@ class DeviceLeaf:
         return out
 
 
-def _word(value: int, bits: int) -> bytes:
+def _encode(value: object, abi_type: str) -> bytes:
+    """One ABI word: bytes32 as is, intN and uintN range-checked."""
+    if isinstance(value, bytes):
+        return value
+    assert isinstance(value, int)
+    if abi_type.startswith("int"):
+        return value.to_bytes(32, "big", signed=True)
+    bits = int(abi_type.removeprefix("uint"))
     if not 0 <= value < 1 << bits:
         raise ValueError(f"{value} does not fit uint{bits}")
     return value.to_bytes(32, "big")
-
-
-def _signed_word(value: int) -> bytes:
-    return value.to_bytes(32, "big", signed=True)

@@ -53,7 +53,7 @@ from typing import Any
 
 import psycopg
 
-from gridshare.oracle.leaves import DeviceLeaf
+from gridshare.oracle.leaves import DeviceCounts, DeviceLeaf
 from gridshare.oracle.provenance import StoredReading
 
 DOWN_STATUSES = ("fault", "maintenance")
@@ -169,20 +169,9 @@ ORDER BY m.device_id
 
 
 @dataclass(frozen=True)
-class DeviceFigures:
-    """One device's row of PERIOD_SQL."""
+class DeviceFigures(DeviceCounts):
+    """One device's row of PERIOD_SQL (the counts first, in its column order)."""
 
-    device_id: str
-    energy_wh: int
-    revenue_minor: int
-    sessions: int
-    readings: int
-    first_seq: int
-    last_seq: int
-    uptime_seconds: int
-    meter_resets: int
-    adjustment_energy_wh: int
-    adjustment_revenue_minor: int
     start_energy_wh: int
     end_energy_wh: int
     start_revenue_minor: int

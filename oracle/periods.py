@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 import psycopg
 
-from gridshare.core.timegrid import align, to_unix  # noqa: F401  (to_unix: callers move next)
+from gridshare.core.timegrid import align
 
 
 @dataclass(frozen=True)

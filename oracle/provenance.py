@@ -27,8 +27,8 @@ import psycopg
 
 from gridshare.core.chain.device_keys import DeviceKeys, KeySpan
 from gridshare.core.chain.merkle import MerkleTree
-from gridshare.core.errors import GridshareError
-from gridshare.core.signing import SignatureError, recover_raw
+from gridshare.core.errors import GridshareError, SignatureError
+from gridshare.core.signing import recover_raw
 from gridshare.oracle.leaves import DeviceLeaf
 
 EMPTY_ROOT = b"\x00" * 32

@@ -94,7 +94,7 @@ class RemoteSigner:
 
     def prepare(self, pool: str, epoch: int, cutoff: object = None) -> Prepared:
         """A remote signer computes only when asked to sign: the aggregator computes the
-        epoch itself and then asks every signer (see aggregator._compute_with_signers)."""
+        epoch itself and then asks every signer (see signatures.compute_with_signers)."""
         return Prepared(self, None, None, "remote: computes when asked to sign", None)  # type: ignore[arg-type]
 
     def sign_epoch(self, pool: str, epoch: int) -> SignerAnswer:

@@ -11,8 +11,9 @@ from prometheus_client import start_http_server
 from gridshare.core import db
 from gridshare.core.errors import ConfigError, GridshareError
 from gridshare.oracle import funding
-from gridshare.oracle.aggregator import Outcome, attest_next
+from gridshare.oracle.aggregator import attest_next
 from gridshare.oracle.context import OracleContext
+from gridshare.oracle.machine import Outcome, Status
 
 log = logging.getLogger(__name__)
 MAX_EPOCHS_PER_ROUND = 50  # per pool, so one pool catching up never starves the others
@@ -36,7 +37,7 @@ def run_round(ctx: OracleContext, stop: threading.Event) -> list[Outcome]:
     outcomes: list[Outcome] = []
     for pool in pool_names(ctx):
         outcomes.extend(_attest_pool(ctx, pool, stop))
-        if ctx.oracle.auto_fund and not stop.is_set():
+        if ctx.settings.oracle_auto_fund and not stop.is_set():
             try:
                 funding.fund(ctx, pool)
             except GridshareError as exc:
@@ -60,7 +61,7 @@ def _attest_pool(ctx: OracleContext, pool: str, stop: threading.Event) -> list[O
             log.exception("pool step failed", extra={"fields": {"pool": pool}})
             break
         outcomes.append(outcome)
-        if outcome.status not in ("waiting", "nothing"):
+        if outcome.status not in (Status.WAITING, Status.NOTHING):
             fields = {"pool": pool, "status": outcome.status}
             log.info(outcome.message, extra={"fields": fields})
         if not outcome.progressed:
@@ -73,12 +74,13 @@ def run(ctx: OracleContext) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    if ctx.oracle.metrics_port:
+    if ctx.settings.oracle_metrics_port:
         try:
-            start_http_server(ctx.oracle.metrics_port, addr=ctx.settings.api_host)
+            start_http_server(ctx.settings.oracle_metrics_port, addr=ctx.settings.api_host)
         except OSError as exc:
             raise ConfigError(
-                "GRIDSHARE_ORACLE_METRICS_PORT", f"{ctx.oracle.metrics_port}: {exc.strerror}"
+                "GRIDSHARE_ORACLE_METRICS_PORT",
+                f"{ctx.settings.oracle_metrics_port}: {exc.strerror}",
             ) from exc
     log.info(
         "oracle running",
@@ -89,5 +91,5 @@ def run(ctx: OracleContext) -> None:
             run_round(ctx, stop)
         except Exception:  # listing the pools failed (database down): try again later
             log.exception("oracle round failed")
-        stop.wait(ctx.oracle.poll_seconds)
+        stop.wait(ctx.settings.oracle_poll_seconds)
     log.info("oracle stopped")

@@ -21,10 +21,10 @@ import psycopg
 
 from gridshare.core.chain.accounts import ChainAccount
 from gridshare.core.chain.attestation import SigningContext, sign_attestation
+from gridshare.core.settings import Settings
 from gridshare.oracle.figures import ComputedEpoch, compute_epoch
 from gridshare.oracle.periods import load_grid, watermark
 from gridshare.oracle.provenance import ChainView, ProvenanceRefused
-from gridshare.oracle.settings import OracleSettings
 from gridshare.oracle.store import data_cutoff_of
 
 
@@ -50,7 +50,7 @@ class OracleSigner:
     account: ChainAccount
     db_url: str
     signing: Callable[[str], SigningContext]
-    settings: OracleSettings
+    settings: Settings
     chain: ChainView  # this signer's own reading of the chain
 
     @property
@@ -82,7 +82,7 @@ class OracleSigner:
         if grid is None or cutoff is None:
             return Prepared(self, None, None, "refused: epoch not found", None)
         _, end = grid.bounds(epoch)
-        mark = watermark(conn, pool, self.settings.silent_allowance_seconds, cutoff)
+        mark = watermark(conn, pool, self.settings.oracle_silent_allowance_seconds, cutoff)
         if mark.at is None or mark.at < end:
             return Prepared(self, None, None, "refused: period not closed", None)
         prev_cutoff = data_cutoff_of(conn, pool, epoch - 1) if epoch > 1 else None

@@ -1,8 +1,5 @@
-"""The attestation state machine as rows of `oracle_epochs` (one per pool and epoch).
-
-    computed -> signed -> submitted -> confirmed
-        \\-> withheld (anomaly guard; `oracle attest --force` after review)
-        \\-> flagged  (signers disagree, or the chain refused it)
+"""The attestation state machine as rows of `oracle_epochs` (one per pool and epoch); the
+moves between its states are `transitions.TRANSITIONS`.
 
 Each transition is one committed UPDATE guarded by the state it leaves, so a process killed
 anywhere resumes from the last committed state and two processes never both advance it.

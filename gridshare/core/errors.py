@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from gridshare.core.payloads import QuarantineReason
 
 URL_RE = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s'\"<>()]+", re.IGNORECASE)
 PATH_RE = re.compile(r"(?<![\w:/.])(?:/[\w.@+-]+){2,}/?")
@@ -52,6 +56,21 @@ class ContractRevert(GridshareError):
         super().__init__(message)
         self.error_name = error_name
         self.error_args = error_args
+
+
+class PayloadError(GridshareError, ValueError):
+    """A message that cannot become a `Telemetry`, with the quarantine reason (a ValueError
+    too, so pydantic validators may raise it)."""
+
+    def __init__(self, reason: QuarantineReason, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class SignatureError(GridshareError, ValueError):
+    """The signature is malformed or does not recover to an address (a ValueError too, as
+    the key libraries' own errors are)."""
 
 
 def _short(cause: object) -> str:

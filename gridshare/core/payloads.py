@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from gridshare.core.errors import PayloadError
 from gridshare.core.signing import Signer
 
 MAX_PAYLOAD_BYTES = 16 * 1024
@@ -110,15 +111,6 @@ class Telemetry(BaseModel):
         ):
             raise ValueError("pv_plant readings carry no soc_pct or sessions_total")
         return self
-
-
-class PayloadError(ValueError):
-    """A message that cannot become a `Telemetry`, with the quarantine reason."""
-
-    def __init__(self, reason: QuarantineReason, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 def canonical_bytes(untrusted_object: dict[str, Any]) -> bytes:

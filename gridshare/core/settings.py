@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, ValidationInfo, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+from gridshare.core.errors import ConfigError
 
 ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
 DEV_CHAIN_ID = 31337  # the only chain the public development mnemonic may be used on
@@ -70,6 +74,32 @@ class Settings(BaseSettings):
     stablecoin_address: str = ""  # an existing ERC-20 for `deploy`; empty: a test coin
     # challenge window of new attestations; None: 60 s on the local chain, 24 h elsewhere
     challenge_period_seconds: int | None = Field(default=None, ge=60, le=7 * 86400)
+    # the oracle (docs/oracle.md), GRIDSHARE_ORACLE_*: periods and figures
+    oracle_silent_allowance_seconds: int = Field(default=3600, ge=0)  # device time
+    oracle_reading_interval_seconds: int = Field(default=300, ge=1)  # uptime per good reading
+    oracle_cutoff_margin_seconds: float = Field(default=2.0, ge=0)  # batches still committing
+    # a device whose period figure exceeds rated power x period (or its energy at the pool's
+    # maximum tariff) times this margin is excluded as implausible
+    oracle_device_power_margin: float = Field(default=1.25, ge=1)
+    # ... the loop
+    oracle_poll_seconds: float = Field(default=5.0, gt=0)
+    oracle_metrics_port: int = Field(default=9102, ge=0, le=65535)  # 0: no metrics server
+    oracle_auto_fund: bool = False  # fund what is owed after each confirmed epoch
+    # ... signers: per-signer database URLs by index in accounts.json "oracles" (JSON object)
+    oracle_signer_db_urls: dict[int, str] = Field(default_factory=dict)
+    # signers running as their own process (`gridshare oracle signer`), by the same index:
+    # JSON object {index: "http://host:port"}; the others run in the oracle's process
+    oracle_signer_urls: dict[int, str] = Field(default_factory=dict)
+    oracle_signer_timeout_seconds: float = Field(default=120, gt=0)
+    oracle_sign_attempts: int = Field(default=2, ge=1)  # recompute once when signers disagree
+    # ... submission
+    oracle_receipt_timeout_seconds: float = Field(default=120, gt=0)
+    # ... anomaly guard
+    oracle_guard_trailing_epochs: int = Field(default=7, ge=1)
+    oracle_guard_min_history: int = Field(default=3, ge=1)
+    oracle_guard_max_ratio: float = Field(default=4.0, gt=1)  # revenue vs trailing average
+    oracle_guard_max_tariff_minor_per_kwh: int = Field(default=2000, ge=0)  # HKD 20/kWh
+    oracle_guard_max_silent_fraction: float = Field(default=0.5, ge=0, le=1)
 
     @field_validator("mnemonic")
     @classmethod
@@ -121,7 +151,21 @@ class Settings(BaseSettings):
             "GRIDSHARE_API_PORT": str(self.api_port),
             "GRIDSHARE_INGEST_METRICS_PORT": str(self.ingest_metrics_port),
             "GRIDSHARE_PERIOD_SECONDS": str(self.period_seconds),
+            **self._oracle_env(),
         }
+
+    def _oracle_env(self) -> dict[str, str]:
+        """The oracle's fields, by their variable names (dicts as JSON, booleans in lower case)."""
+        env = {}
+        for name in type(self).model_fields:
+            if name.startswith("oracle_"):
+                value = getattr(self, name)
+                if isinstance(value, dict):
+                    text = json.dumps({str(k): v for k, v in value.items()})
+                else:
+                    text = str(value).lower() if isinstance(value, bool) else str(value)
+                env["GRIDSHARE_" + name.upper()] = text
+        return env
 
     @property
     def state_path(self) -> Path:
@@ -130,6 +174,16 @@ class Settings(BaseSettings):
 
 
 @lru_cache
-def get_settings() -> Settings:
-    """The process-wide settings (tests build their own `Settings` instead)."""
-    return Settings()
+def get_settings(**overrides: object) -> Settings:
+    """The process's settings: the environment, `.env` and a command's own options
+    (`overrides`). A malformed value is a one-line `ConfigError` naming its variable.
+    Tests build their own `Settings` instead."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(f"GRIDSHARE_{str(first['loc'][0]).upper()}:", first["msg"]) from None
+    except SettingsError as exc:  # a dict-valued variable that is not JSON
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = field.group(1).upper() if field else "*"
+        raise ConfigError(f"GRIDSHARE_{name}:", "is not a JSON object") from None

@@ -11,9 +11,7 @@ from functools import lru_cache
 from coincurve import PrivateKey, PublicKey
 from sha3 import keccak_256  # safe-pysha3: a C keccak ~8x faster than eth-hash's default backend
 
-
-class SignatureError(ValueError):
-    """The signature is malformed or does not recover to an address."""
+from gridshare.core.errors import SignatureError
 
 
 def eip191_digest(message: bytes) -> bytes:

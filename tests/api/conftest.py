@@ -22,8 +22,8 @@ from gridshare.core.signing import address_for_key
 from gridshare.oracle import funding
 from gridshare.oracle.aggregator import attest_next
 from gridshare.oracle.context import OracleContext
-from gridshare.oracle.settings import OracleSettings
 from tests.api.data import Fleet, ingest_fleet
+from tests.oracle.conftest import oracle_settings
 from tests.support import free_port
 
 GRIDSHARE = str(Path(sys.executable).with_name("gridshare"))
@@ -60,10 +60,7 @@ def attested(
     register_devices(  # the oracle checks readings against the devices' on-chain keys
         stack_settings, [(d.device_id, address_for_key(d.key), POOL) for d in fleet.devices]
     )
-    ctx = OracleContext.create(
-        stack_settings,
-        OracleSettings(metrics_port=0, receipt_timeout_seconds=30, cutoff_margin_seconds=0),
-    )
+    ctx = OracleContext.create(oracle_settings(stack_settings))
     epochs = 0
     for _ in range(5):
         outcome = attest_next(ctx, POOL, force=True)

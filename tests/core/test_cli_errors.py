@@ -45,7 +45,12 @@ def test_unreachable_database(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("variable", "value"),
-    [("GRIDSHARE_API_PORT", "not-a-port"), ("GRIDSHARE_PERIOD_SECONDS", "-5")],
+    [
+        ("GRIDSHARE_API_PORT", "not-a-port"),
+        ("GRIDSHARE_PERIOD_SECONDS", "-5"),
+        ("GRIDSHARE_ORACLE_POLL_SECONDS", "0"),
+        ("GRIDSHARE_ORACLE_SIGNER_URLS", "not json"),
+    ],
 )
 def test_malformed_setting(tmp_path: Path, variable: str, value: str) -> None:
     assert_one_line(run(["migrate"], tmp_path, **{variable: value}), variable)

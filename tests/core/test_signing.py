@@ -8,7 +8,8 @@ import pytest
 from eth_account import Account
 from eth_account.messages import encode_defunct
 
-from gridshare.core.signing import SignatureError, address_for_key, recover, recover_raw, sign
+from gridshare.core.errors import SignatureError
+from gridshare.core.signing import address_for_key, recover, recover_raw, sign
 
 KEY = bytes(range(1, 33))
 MESSAGE = b'{"device_id":"cp-1","seq":7,"ts":"2026-11-01T00:00:00Z"}'

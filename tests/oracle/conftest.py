@@ -22,7 +22,6 @@ from gridshare.core.payloads import canonical_bytes, format_ts
 from gridshare.core.settings import Settings
 from gridshare.core.signing import address_for_key, sign
 from gridshare.oracle.context import OracleContext
-from gridshare.oracle.settings import OracleSettings
 
 DAY = 86_400
 STEP = 300  # seconds between readings
@@ -44,19 +43,19 @@ def deployed(stack_settings: Settings) -> DeploymentRecord:
     return deploy(stack_settings).record
 
 
-def oracle_settings(**overrides: object) -> OracleSettings:
-    base: dict[str, object] = {
-        "metrics_port": 0,
-        "receipt_timeout_seconds": 30,
-        "cutoff_margin_seconds": 0,
+def oracle_settings(settings: Settings, **overrides: object) -> Settings:
+    """`settings` with the oracle tests' values: no metrics server, no cutoff margin."""
+    test_values: dict[str, object] = {
+        "oracle_metrics_port": 0,
+        "oracle_receipt_timeout_seconds": 30,
+        "oracle_cutoff_margin_seconds": 0,
     }
-    base.update(overrides)
-    return OracleSettings(**base)  # type: ignore[arg-type]
+    return settings.model_copy(update={**test_values, **overrides})
 
 
 @pytest.fixture
 def ctx(stack_settings: Settings, deployed: DeploymentRecord) -> OracleContext:
-    return OracleContext.create(stack_settings, oracle_settings())
+    return OracleContext.create(oracle_settings(stack_settings))
 
 
 @pytest.fixture

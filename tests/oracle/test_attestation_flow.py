@@ -8,11 +8,11 @@ from datetime import datetime, timedelta
 import psycopg
 
 from gridshare.core.chain.accounts import load_accounts
+from gridshare.core.ids import text_id
 from gridshare.core.settings import Settings
 from gridshare.oracle import funding
 from gridshare.oracle.aggregator import attest_next
 from gridshare.oracle.context import OracleContext
-from gridshare.oracle.leaves import text_id
 from gridshare.oracle.proofs import device_proof
 from gridshare.oracle.service import run_round
 from tests.oracle.conftest import T0, fill, make_pool

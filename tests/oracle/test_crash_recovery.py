@@ -12,11 +12,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from gridshare.core.ids import text_id
 from gridshare.core.settings import Settings
-from gridshare.oracle.aggregator import CRASH_EXIT_CODE, attest_next
+from gridshare.oracle.aggregator import attest_next
 from gridshare.oracle.context import OracleContext
-from gridshare.oracle.leaves import text_id
 from tests.oracle.conftest import Pool, fill, make_pool
+from tests.oracle.crashing_oracle import CRASH_EXIT_CODE, ROOT, command
 
 GRIDSHARE = str(Path(sys.executable).parent / "gridshare")
 
@@ -24,11 +25,12 @@ GRIDSHARE = str(Path(sys.executable).parent / "gridshare")
 def attest_cli(
     env: dict[str, str], pool: str, crash_after: str = ""
 ) -> subprocess.CompletedProcess:
+    args = ["oracle", "attest", "--pool", pool]
     return subprocess.run(
-        [GRIDSHARE, "oracle", "attest", "--pool", pool],
+        command(crash_after, *args) if crash_after else [GRIDSHARE, *args],
+        cwd=ROOT,
         env={
             **env,
-            "GRIDSHARE_ORACLE_CRASH_AFTER": crash_after,
             "GRIDSHARE_ORACLE_CUTOFF_MARGIN_SECONDS": "0",
             "GRIDSHARE_ORACLE_METRICS_PORT": "0",
         },

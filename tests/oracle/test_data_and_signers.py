@@ -10,10 +10,10 @@ from urllib.parse import quote
 import psycopg
 
 from gridshare.core.chain.accounts import Accounts
+from gridshare.core.ids import text_id
 from gridshare.core.settings import Settings
 from gridshare.oracle.aggregator import attest_next
 from gridshare.oracle.context import OracleContext
-from gridshare.oracle.leaves import text_id
 from tests.oracle.conftest import T0, fill, insert_readings, make_pool, oracle_settings
 from tests.oracle.test_attestation_flow import reference_value
 
@@ -92,7 +92,10 @@ def test_one_tampered_signer_is_outvoted_and_recorded(
     pool = make_pool(stack_settings, db, "pv_plant", devices=2)
     fill(db, pool, 1.05)
     ctx = dataclasses.replace(
-        ctx, oracle=oracle_settings(signer_db_urls={0: tampered_url(stack_settings, db)})
+        ctx,
+        settings=oracle_settings(
+            ctx.settings, oracle_signer_db_urls={0: tampered_url(stack_settings, db)}
+        ),
     )
     assert attest_next(ctx, pool.name).status == "confirmed"
     answers = db.execute(
@@ -114,7 +117,9 @@ def test_disagreement_below_threshold_is_flagged_not_submitted(
     ctx = dataclasses.replace(
         ctx,
         accounts=three,
-        oracle=oracle_settings(signer_db_urls={1: tampered_url(stack_settings, db)}),
+        settings=oracle_settings(
+            ctx.settings, oracle_signer_db_urls={1: tampered_url(stack_settings, db)}
+        ),
     )
     outcome = attest_next(ctx, pool.name)
     assert outcome.status == "flagged" and "signers disagree" in outcome.message
@@ -138,7 +143,9 @@ def test_anomaly_guard_withholds_a_spiked_epoch(
     stack_settings: Settings, ctx: OracleContext, db: psycopg.Connection
 ) -> None:
     pool = make_pool(stack_settings, db, "charging_pile", devices=2)
-    ctx = dataclasses.replace(ctx, oracle=oracle_settings(guard_min_history=1))
+    ctx = dataclasses.replace(
+        ctx, settings=oracle_settings(ctx.settings, oracle_guard_min_history=1)
+    )
     fill(db, pool, 2.1, revenue_per_kwh=150)
     # in day 3 the whole pool's revenue jumps sevenfold: within each device's plausible
     # bounds (the pool's maximum tariff), so no device is excluded: a pool-level anomaly

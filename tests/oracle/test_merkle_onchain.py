@@ -9,9 +9,9 @@ import psycopg
 
 from gridshare.core.chain.attestation import Attestation, sign_attestation, submit_attestation
 from gridshare.core.chain.merkle import MerkleTree
+from gridshare.core.ids import text_id
 from gridshare.core.settings import Settings
 from gridshare.oracle.context import OracleContext
-from gridshare.oracle.leaves import text_id
 from tests.oracle.conftest import make_pool
 from tests.oracle.test_leaves import random_leaf
 

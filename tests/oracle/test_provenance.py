@@ -19,10 +19,11 @@ from gridshare.core.settings import Settings
 from gridshare.core.signing import address_for_key
 from gridshare.core.timegrid import align
 from gridshare.gateway.onchain import rotate_key
-from gridshare.oracle.aggregator import OracleError, attest_next
+from gridshare.oracle.aggregator import attest_next
 from gridshare.oracle.context import OracleContext
 from gridshare.oracle.leaves import DeviceLeaf
 from gridshare.oracle.provenance import StoredReading, check_reading
+from gridshare.oracle.transitions import OracleError
 from tests.oracle.conftest import (
     STEP,
     T0,
@@ -209,7 +210,7 @@ def test_an_implausible_jump_excludes_the_device(
 def test_readings_verify_against_the_key_held_at_their_time(
     stack_settings: Settings, ctx: OracleContext, db: psycopg.Connection
 ) -> None:
-    hourly = stack_settings.model_copy(update={"period_seconds": 3600})
+    hourly = ctx.settings.model_copy(update={"period_seconds": 3600})
     ctx = dataclasses.replace(ctx, settings=hourly)
     pool = make_pool(stack_settings, db, "charging_pile", devices=1)
     (device,) = pool.devices

@@ -13,12 +13,12 @@ from pathlib import Path
 import psycopg
 
 from gridshare.core.chain.pools import register_devices
+from gridshare.core.ids import text_id
 from gridshare.core.payloads import format_ts
 from gridshare.core.settings import Settings
 from gridshare.core.signing import address_for_key
 from gridshare.oracle.aggregator import attest_next
 from gridshare.oracle.context import OracleContext
-from gridshare.oracle.leaves import text_id
 from gridshare.oracle.proofs import device_proof
 from tests.ingest.fleet import Device, IngestProcess, Publisher, wait_until
 from tests.oracle.conftest import make_pool

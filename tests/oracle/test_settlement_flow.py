@@ -7,12 +7,14 @@ from __future__ import annotations
 import psycopg
 
 from gridshare.core.chain.servicing import Servicing
+from gridshare.core.ids import text_id
 from gridshare.core.settings import Settings
-from gridshare.oracle import aggregator, funding
+from gridshare.oracle import funding
 from gridshare.oracle.aggregator import attest_next
+from gridshare.oracle.compute import cutoff
 from gridshare.oracle.context import OracleContext
-from gridshare.oracle.leaves import text_id
 from gridshare.oracle.periods import ensure_grid
+from gridshare.oracle.signatures import collect_signatures, compute_with_signers
 from gridshare.oracle.store import EpochState, load_epoch
 from tests.oracle.conftest import fill, make_pool
 
@@ -60,10 +62,9 @@ def test_oracle_set_changed_mid_flight(
     threshold = ctx.threshold
     # Compute and sign epoch 1 without submitting it: in flight.
     ensure_grid(db, pool.name, ctx.settings.period_seconds)
-    cutoff = aggregator._cutoff(ctx, db)
-    signed = aggregator._compute_with_signers(ctx, db, pool.name, 1, cutoff, False)
+    signed = compute_with_signers(ctx, db, pool.name, 1, cutoff(ctx, db), False)
     if signed.state is EpochState.COMPUTED:  # the first signers did not agree at once
-        signed = aggregator._collect_signatures(ctx, db, signed)
+        signed = collect_signatures(ctx, db, signed)
     assert signed.state is EpochState.SIGNED
     removed = sorted(signed.signers or [], key=lambda a: int(a, 16))[0]
     remaining = [a for a in original if a.lower() != removed.lower()]

@@ -79,7 +79,9 @@ def test_signers_in_their_own_processes_sign_what_they_computed(
     db: psycopg.Connection,
     signer_processes: dict[int, str],
 ) -> None:
-    ctx = dataclasses.replace(ctx, oracle=oracle_settings(signer_urls=signer_processes))
+    ctx = dataclasses.replace(
+        ctx, settings=oracle_settings(ctx.settings, oracle_signer_urls=signer_processes)
+    )
     assert isinstance(ctx.signers[0], RemoteSigner) and isinstance(ctx.signers[1], RemoteSigner)
     pool = make_pool(stack_settings, db, "pv_plant", devices=2)
     fill(db, pool, 1.05)
@@ -96,7 +98,7 @@ def test_signers_in_their_own_processes_sign_what_they_computed(
 
     # a signer that is down is not counted; the others still make the threshold
     down = {**signer_processes, 1: f"http://127.0.0.1:{free_port()}"}
-    ctx = dataclasses.replace(ctx, oracle=oracle_settings(signer_urls=down))
+    ctx = dataclasses.replace(ctx, settings=oracle_settings(ctx.settings, oracle_signer_urls=down))
     for i, device in enumerate(pool.devices):
         insert_readings(
             db, device, T0 + timedelta(days=1.05), T0 + timedelta(days=2.05), offset=i * 7

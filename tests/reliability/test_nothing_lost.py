@@ -37,6 +37,7 @@ from gridshare.oracle.aggregator import attest_next
 from gridshare.oracle.context import OracleContext
 from gridshare.sim.faults import FaultPlan
 from gridshare.sim.fleet import Fleet, read_acked
+from tests.oracle.crashing_oracle import ROOT, command
 from tests.support import stack_settings_for
 
 pytestmark = pytest.mark.slow
@@ -171,8 +172,9 @@ def run(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-de
         wait_until_stored(settings, set(result.acked["reading"]), timeout=300)
 
         crashed = subprocess.run(
-            [GRIDSHARE, "oracle", "attest", "--pool", pools[0]],
-            env={**os.environ, **settings.as_env(), "GRIDSHARE_ORACLE_CRASH_AFTER": "broadcast"},
+            command("broadcast", "oracle", "attest", "--pool", pools[0]),
+            cwd=ROOT,
+            env={**os.environ, **settings.as_env()},
             capture_output=True,
             text=True,
             timeout=300,

@@ -9,11 +9,10 @@ from itertools import islice
 
 import pytest
 
-from gridshare.core.errors import ConfigError
+from gridshare.core.errors import ConfigError, PayloadError
 from gridshare.core.payloads import (
     MAX_PAYLOAD_BYTES,
     DeviceType,
-    PayloadError,
     QuarantineReason,
     canonical_bytes,
     encode_reading,

@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from gridshare.core import stack
-from gridshare.core.payloads import PayloadError, parse_telemetry
+from gridshare.core.errors import PayloadError
+from gridshare.core.payloads import parse_telemetry
 from gridshare.core.settings import Settings
 from gridshare.gateway.provision import provision_ephemeral
 from gridshare.sim.faults import FaultPlan

@@ -8,7 +8,7 @@ from rich.table import Table
 
 from gridshare.core import db, stack
 from gridshare.core.broker_auth import BrokerAuth
-from gridshare.core.settings import Settings
+from gridshare.core.settings import get_settings
 from gridshare.core.stack import cluster
 from gridshare.core.stack.mosquitto import render_config
 from gridshare.core.tls import CertificateAuthority
@@ -28,7 +28,7 @@ def stack_up(
     ),
 ) -> None:
     """Start the local stack (a no-op for services already running) and migrate the schema."""
-    settings = Settings()
+    settings = get_settings()
     if nodes is not None:
         cluster.record(settings, nodes)
     for name, started in stack.up(settings).items():
@@ -40,7 +40,7 @@ def stack_up(
 @stack_app.command("down")
 def stack_down() -> None:
     """Stop what `stack up` started."""
-    for name, was_running in stack.down(Settings()).items():
+    for name, was_running in stack.down(get_settings()).items():
         console.print(f"{name}: {'stopped' if was_running else 'not running'}")
 
 
@@ -48,7 +48,7 @@ def stack_down() -> None:
 def stack_status() -> None:
     """One line per service."""
     table = Table(show_header=False, box=None)
-    for name, state in stack.status(Settings()).items():
+    for name, state in stack.status(get_settings()).items():
         table.add_row(name, state)
     console.print(table)
 
@@ -58,7 +58,7 @@ def stack_broker_config(listen: str = "0.0.0.0:1883", device_listen: str = "0.0.
     """Write the broker's config, password, ACL and TLS files into the state dir, for a
     broker run elsewhere (docker-compose mounts the state volume into the Mosquitto
     container). The server certificate names the host of GRIDSHARE_MQTT_DEVICE_URL."""
-    settings = Settings()
+    settings = get_settings()
     auth = BrokerAuth(settings)
     auth.ensure_service_accounts()
     ca = CertificateAuthority(settings)
@@ -76,11 +76,11 @@ def stack_broker_config(listen: str = "0.0.0.0:1883", device_listen: str = "0.0.
 def stack_cluster_config(nodes: int = typer.Option(3, min=1, max=9)) -> None:
     """Write a clustered broker's config and definitions into the state dir, for nodes run
     elsewhere (docker-compose's `scale` profile mounts the state volume into them)."""
-    config = cluster.compose_config(Settings(), nodes)
+    config = cluster.compose_config(get_settings(), nodes)
     console.print(f"cluster config: {config}")
 
 
 def migrate() -> None:
     """Apply pending database migrations."""
-    applied = db.migrate(Settings())
+    applied = db.migrate(get_settings())
     console.print(f"schema: {len(applied)} migration(s) applied")
