@@ -15,7 +15,7 @@ from gridshare.core import db
 from gridshare.core.db import Flavor
 from gridshare.core.errors import ConfigError, MigrationError
 from gridshare.core.settings import Settings
-from gridshare.core.stack.postgres import READER_ROLE, timescaledb_installed
+from gridshare.core.stack.postgres import timescaledb_installed
 from tests.support import admin_url, database_url
 
 TIMESCALE_CALLS = {
@@ -284,10 +284,9 @@ def test_the_reader_role_reads_and_cannot_write(stack_settings: Settings) -> Non
     oracle signer or a BI tool given its URL reads everything and changes nothing."""
     if stack_settings.db_external:
         pytest.skip("the database is external: its owner manages roles")
-    reader = urlsplit(stack_settings.db_url)._replace(
-        netloc=f"{READER_ROLE}@{urlsplit(stack_settings.db_url).hostname}:{stack_settings.db_port}"
-    )
-    with psycopg.connect(reader.geturl(), autocommit=True) as conn:
+    reader = stack_settings.service_db_url("oracle_signer")
+    assert urlsplit(reader).username == "gridshare_reader"
+    with psycopg.connect(reader, autocommit=True) as conn:
         for table in ("telemetry", "devices", "oracle_leaves", "telemetry_hourly"):
             conn.execute(f"SELECT count(*) FROM {table}").fetchone()
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
