@@ -13,7 +13,8 @@ from urllib.parse import urlsplit
 import psycopg
 import pytest
 
-from gridshare.core import db
+from gridshare.core import db, db_roles
+from gridshare.core.errors import ConfigError, MigrationError
 from gridshare.core.settings import Service, Settings
 from tests.support import admin_url, database_url
 
@@ -200,3 +201,40 @@ def test_service_urls_default_to_the_stack_roles_or_the_database_url() -> None:
     assert own.service_db_url("oracle") == "postgresql://o:pw@db/grid"
     external = local.model_copy(update={"db_external": True})
     assert external.service_db_url("oracle_signer") == external.db_url
+
+
+def test_migrate_creates_the_roles_the_service_urls_name(fresh_db: Settings) -> None:
+    """`gridshare migrate --create-roles` (docker-compose's init): each role named by a
+    service URL gets that URL's password; a role the grants do not know is refused, and a
+    migrating role without CREATEROLE is told so in one line."""
+    host = urlsplit(fresh_db.db_url).netloc.rpartition("@")[2]
+    path = urlsplit(fresh_db.db_url).path
+    urls = {
+        "ingest_db_url": f"postgresql://gridshare_ingest:in%40pw@{host}{path}",
+        "api_db_url": f"postgresql://gridshare_reader:rd@{host}{path}",
+        "oracle_signer_db_url": f"postgresql://gridshare_reader:rd@{host}{path}",
+    }
+    assert db_roles.wanted_roles(fresh_db.model_copy(update=urls)) == {
+        "gridshare_ingest": "in@pw",
+        "gridshare_reader": "rd",
+    }
+    with pytest.raises(ConfigError, match="GRIDSHARE_ORACLE_DB_URL names role 'someone'"):
+        db_roles.wanted_roles(
+            fresh_db.model_copy(update={"oracle_db_url": f"postgresql://someone@{host}{path}"})
+        )
+    with pytest.raises(MigrationError, match="may not create roles") as refused:
+        db_roles.create_service_roles(fresh_db.model_copy(update=urls))
+    assert "\n" not in str(refused.value)
+    admin = fresh_db.model_copy(update={**urls, "db_url": admin_url(fresh_db)})
+    try:
+        assert db_roles.create_service_roles(admin) == []  # the stack made them already
+        with psycopg.connect(admin_url(fresh_db), autocommit=True) as conn:
+            with_password = conn.execute(
+                "SELECT rolname FROM pg_authid WHERE rolpassword IS NOT NULL"
+                " AND rolname LIKE 'gridshare\\_%%' ORDER BY 1"
+            ).fetchall()
+        assert with_password == [("gridshare_ingest",), ("gridshare_reader",)]
+    finally:
+        with psycopg.connect(admin_url(fresh_db), autocommit=True) as conn:
+            for role in ("gridshare_ingest", "gridshare_reader"):
+                conn.execute(f"ALTER ROLE {role} PASSWORD NULL")
