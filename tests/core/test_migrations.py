@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -16,7 +15,6 @@ from gridshare.core.db import Flavor
 from gridshare.core.errors import ConfigError, MigrationError
 from gridshare.core.settings import Settings
 from gridshare.core.stack.postgres import timescaledb_installed
-from tests.support import admin_url, database_url
 
 TIMESCALE_CALLS = {
     "create_hypertable",
@@ -24,18 +22,6 @@ TIMESCALE_CALLS = {
     "add_retention_policy",
     "add_continuous_aggregate_policy",
 }
-
-
-@pytest.fixture
-def fresh_db(stack_settings: Settings):
-    """A new empty database on the session stack, dropped afterwards."""
-    name = f"m_{uuid.uuid4().hex[:10]}"
-    admin = admin_url(stack_settings)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" OWNER "{urlsplit(stack_settings.db_url).username}"')
-    yield stack_settings.model_copy(update={"db_url": database_url(stack_settings, name)})
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

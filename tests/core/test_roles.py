@@ -6,7 +6,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -16,7 +15,7 @@ import pytest
 from gridshare.core import db, db_roles
 from gridshare.core.errors import ConfigError, MigrationError
 from gridshare.core.settings import Service, Settings
-from tests.support import admin_url, database_url
+from tests.support import admin_url
 
 GRIDSHARE = str(Path(sys.executable).with_name("gridshare"))
 WRITES = ("INSERT", "UPDATE", "DELETE", "TRUNCATE")
@@ -154,18 +153,6 @@ def _chunks_without_their_hypertables_rights(conn: psycopg.Connection) -> list[t
     ]
 
 
-@pytest.fixture
-def fresh_db(local_roles: Settings) -> Iterator[Settings]:
-    """A new empty database on the session stack (owned by the stack's owner role)."""
-    name = f"r_{uuid.uuid4().hex[:10]}"
-    admin = admin_url(local_roles)
-    with psycopg.connect(admin, autocommit=True) as admin_conn:
-        admin_conn.execute(f'CREATE DATABASE "{name}" OWNER "gridshare"')
-    yield local_roles.model_copy(update={"db_url": database_url(local_roles, name)})
-    with psycopg.connect(admin, autocommit=True) as admin_conn:
-        admin_conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-
-
 def _start(command: list[str], settings: Settings, stack_env: dict[str, str]) -> list[str]:
     """Run a service command that must refuse to start; the lines of what it printed."""
     env = {**stack_env, **settings.as_env()}
@@ -203,7 +190,9 @@ def test_service_urls_default_to_the_stack_roles_or_the_database_url() -> None:
     assert external.service_db_url("oracle_signer") == external.db_url
 
 
-def test_migrate_creates_the_roles_the_service_urls_name(fresh_db: Settings) -> None:
+def test_migrate_creates_the_roles_the_service_urls_name(
+    local_roles: Settings, fresh_db: Settings
+) -> None:
     """`gridshare migrate --create-roles` (docker-compose's init): each role named by a
     service URL gets that URL's password; a role the grants do not know is refused, and a
     migrating role without CREATEROLE is told so in one line."""
