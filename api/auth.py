@@ -1,10 +1,19 @@
 """Sign-In with Ethereum (EIP-4361) for investors, bearer tokens, operator keys, rate limits.
 
-Flow: POST /v1/auth/nonce issues a nonce bound to an address and stores it with its expiry;
-the wallet signs the returned message; POST /v1/auth/login presents message and signature.
-The nonce is deleted as it is presented (single use, even when the check then fails), and
-the message must carry this API's domain and chain id, be unexpired, be signed by its
-address, and use a nonce issued to that address. The answer is an HS256 JWT for the address.
+Flow: POST /v1/auth/nonce issues a nonce bound to an address; the wallet signs the returned
+message; POST /v1/auth/login presents message and signature. The message must carry this
+API's domain and chain id, be unexpired, be signed by its address, and use a nonce issued to
+that address. The answer is an HS256 JWT for the address.
+
+The API only reads the database, so nonces are stateless: random bits, expiry and address,
+authenticated with an HMAC under a key derived from the JWT secret, which every API worker
+shares, so any worker checks a nonce any other issued. Each worker spends a nonce as it is
+presented (single use, even when the check then fails) and remembers it until it expires.
+Workers do not share what they spent: within its 10 minutes a signed message replayed to
+another worker signs in once more, as the same address. That gives the replayer only what
+the signed message already gave its holder (a read-only session for that address, which
+the API's bearer token is anyway); it cannot sign in as anyone else, nor with a nonce or an
+expiry of its own making.
 
 Secrets: GRIDSHARE_API_JWT_SECRET and GRIDSHARE_API_KEY, or, when empty, random values
 generated once into `{state_dir}/api/` (mode 0600), so restarts keep tokens valid.
@@ -12,8 +21,10 @@ generated once into `{state_dir}/api/` (mode 0600), so restarts keep tokens vali
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
+import re
 import secrets
 import time
 import warnings
@@ -23,7 +34,6 @@ from pathlib import Path
 
 import jwt
 from eth_utils import is_hex_address, to_checksum_address
-from psycopg import AsyncConnection
 
 from gridshare.api.errors import ApiError, bad_request
 from gridshare.core.errors import ConfigError
@@ -41,6 +51,11 @@ SECRET_BYTES = 48  # random bytes of a generated secret
 MIN_JWT_SECRET_BYTES = 32  # HS256 keys shorter than the hash are weak
 STATEMENT = "Sign in to the gridshare investor dashboard."
 AUDIENCE = "gridshare-investor"
+# A nonce is hex (EIP-4361 nonces are alphanumeric): 8 random bytes, the expiry in Unix
+# seconds, the address it was issued to, then a 16-byte HMAC-SHA256 over those three.
+NONCE = re.compile(r"([0-9a-f]{16})([0-9a-f]{10})([0-9a-f]{40})([0-9a-f]{32})")
+NONCE_KEY_LABEL = b"gridshare siwe nonce"  # the nonce key is HMAC(jwt secret, this label)
+MAX_SPENT_NONCES = 100_000  # per process; more sign-ins per 10 minutes evict the oldest
 
 
 def api_domain(settings: Settings) -> str:
@@ -91,6 +106,30 @@ def unauthorized(code: str, message: str) -> ApiError:
     return ApiError(401, code, message, {"WWW-Authenticate": 'Bearer realm="gridshare"'})
 
 
+class SpentNonces:
+    """The nonces this process has seen presented, each until it expires.
+
+    Kept in the order they were spent, which is nearly their order of expiry (every nonce
+    lives NONCE_TTL), so expired ones are dropped from the front. Beyond `capacity` the
+    oldest is forgotten early: its message may then sign in once more, as its own address,
+    the same (bounded) replay the module docstring accepts between workers."""
+
+    def __init__(self, capacity: int = MAX_SPENT_NONCES) -> None:
+        self.capacity = capacity
+        self.expiry: dict[str, float] = {}
+
+    def spend(self, nonce: str, expires: float, now: float) -> bool:
+        """True the first time `nonce` is presented, False after."""
+        if nonce in self.expiry:
+            return False
+        while self.expiry and (
+            next(iter(self.expiry.values())) <= now or len(self.expiry) >= self.capacity
+        ):
+            del self.expiry[next(iter(self.expiry))]
+        self.expiry[nonce] = expires
+        return True
+
+
 @dataclass
 class Authenticator:
     settings: Settings
@@ -98,6 +137,36 @@ class Authenticator:
     api_key: str
     domain: str = ""
     ttl: timedelta = field(default_factory=lambda: timedelta(hours=1))
+    spent: SpentNonces = field(default_factory=SpentNonces)
+
+    @property
+    def nonce_key(self) -> bytes:
+        """A key of its own for nonces, derived from the JWT secret all workers share."""
+        return hmac.new(self.jwt_secret.encode(), NONCE_KEY_LABEL, hashlib.sha256).digest()
+
+    def _nonce_mac(self, random_hex: str, expires_hex: str, address_hex: str) -> str:
+        body = f"{random_hex}{expires_hex}{address_hex}".encode()
+        return hmac.new(self.nonce_key, body, hashlib.sha256).digest()[:16].hex()
+
+    def _new_nonce(self, address: str, expires: datetime) -> str:
+        random_hex = secrets.token_hex(8)
+        expires_hex = f"{int(expires.timestamp()):010x}"
+        address_hex = address[2:].lower()
+        return (
+            random_hex
+            + expires_hex
+            + address_hex
+            + self._nonce_mac(random_hex, expires_hex, address_hex)
+        )
+
+    def _open_nonce(self, untrusted_nonce: object) -> tuple[str, datetime]:
+        """(checksummed address, expiry) of a nonce this API issued, else 401."""
+        match = NONCE.fullmatch(untrusted_nonce) if isinstance(untrusted_nonce, str) else None
+        if match is None or not hmac.compare_digest(
+            match[4], self._nonce_mac(match[1], match[2], match[3])
+        ):
+            raise unauthorized("nonce_invalid", "nonce unknown or already used; get a new one")
+        return to_checksum_address("0x" + match[3]), datetime.fromtimestamp(int(match[2], 16), UTC)
 
     @property
     def uri(self) -> str:
@@ -116,14 +185,12 @@ class Authenticator:
             ttl=timedelta(seconds=settings.api_token_ttl_seconds),
         )
 
-    async def issue_nonce(
-        self, conn: AsyncConnection, untrusted_address: str
-    ) -> tuple[str, str, datetime]:
-        """(nonce, message, expires_at) for an address; stored until used or expired."""
+    def issue_nonce(self, untrusted_address: str) -> tuple[str, str, datetime]:
+        """(nonce, message, expires_at) for an address; nothing is stored."""
         address = checksum(untrusted_address)
         now = datetime.now(UTC).replace(microsecond=0)
         expires = now + NONCE_TTL
-        nonce = siwe.generate_nonce()
+        nonce = self._new_nonce(address, expires)
         message = siwe.SiweMessage(
             domain=self.domain,
             address=address,
@@ -135,16 +202,9 @@ class Authenticator:
             issued_at=_iso(now),
             expiration_time=_iso(expires),
         ).prepare_message()
-        await conn.execute("DELETE FROM auth_nonces WHERE expires_at < now()")
-        await conn.execute(
-            "INSERT INTO auth_nonces (nonce, address, message, expires_at) VALUES (%s, %s, %s, %s)",
-            (nonce, address, message, expires),
-        )
         return nonce, message, expires
 
-    async def login(
-        self, conn: AsyncConnection, untrusted_message: str, untrusted_signature: str
-    ) -> tuple[str, datetime, str]:
+    def login(self, untrusted_message: str, untrusted_signature: str) -> tuple[str, datetime, str]:
         """(token, expires_at, address) for a valid signed message, else 400/401."""
         if len(untrusted_message.encode("utf-8", "replace")) > MAX_MESSAGE_BYTES:
             raise bad_request(f"message: longer than {MAX_MESSAGE_BYTES} bytes")
@@ -152,15 +212,10 @@ class Authenticator:
             message = siwe.SiweMessage.from_message(untrusted_message)
         except Exception as exc:  # the parser raises assorted errors for malformed text
             raise bad_request("message: not an EIP-4361 message") from exc
-        cur = await conn.execute(
-            "DELETE FROM auth_nonces WHERE nonce = %s RETURNING address, expires_at",
-            (message.nonce,),
-        )
-        row = await cur.fetchone()
-        if row is None:
-            raise unauthorized("nonce_invalid", "nonce unknown or already used; get a new one")
-        issued_to, nonce_expires = row
+        issued_to, nonce_expires = self._open_nonce(message.nonce)
         now = datetime.now(UTC)
+        if not self.spent.spend(message.nonce, nonce_expires.timestamp(), now.timestamp()):
+            raise unauthorized("nonce_invalid", "nonce unknown or already used; get a new one")
         if message.domain != self.domain:
             raise unauthorized("domain_mismatch", f"message is for {message.domain!r}")
         if message.chain_id != self.settings.chain_id:

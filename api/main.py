@@ -35,6 +35,7 @@ def reading_store(flavor: Flavor) -> ReadingStore:
 
 
 async def open_context(settings: Settings, stream_window: float = 0.25) -> ApiContext:
+    settings = settings.for_service("api")  # read-only: every connection as the API's role
     with db.connect(settings) as conn:  # once, at start-up
         flavor = db.schema_flavor(conn) or Flavor.POSTGRES
     pool = await db.async_pool(settings, autocommit=True)  # each statement stands alone

@@ -81,6 +81,7 @@ class Worker:
     return; with `retire` the worker leaves for good (see `broker.py`)."""
 
     def __init__(self, settings: Settings, retire: bool = False) -> None:
+        settings = settings.for_service("ingest")  # every connection as the ingest role
         self.settings = settings
         self.retire = retire
         self.client_id = default_client_id(settings)
@@ -108,7 +109,7 @@ class Worker:
 
     def run(self) -> None:
         sys.setswitchinterval(SWITCH_INTERVAL)
-        db.migrate(self.settings)
+        db.require_current(self.settings)  # migrating is `gridshare migrate`'s job
         self.directory.ensure(self._database().conn, ())  # loads every registered device
         self.signers = OnchainSigners.for_settings(self.settings)
         metrics.serve(self.settings.ingest_metrics_port, self.settings.ingest_metrics_host)

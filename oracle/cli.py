@@ -28,7 +28,7 @@ def _context() -> OracleContext:
     """Settings, logs, and the checked database and chain (one-line errors when down)."""
     settings = get_settings()
     setup_logging(settings.log_level)
-    db.connect(settings).close()
+    db.connect(settings.for_service("oracle")).close()
     return OracleContext.create(settings)
 
 

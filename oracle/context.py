@@ -35,7 +35,9 @@ class OracleContext:
 
     @classmethod
     def create(cls, settings: Settings) -> OracleContext:
-        """Connect to the chain and read the deployment; one-line errors when either fails."""
+        """Connect to the chain and read the deployment; one-line errors when either fails.
+        The database is used as the oracle's role (it writes only the oracle's tables)."""
+        settings = settings.for_service("oracle")
         client = ChainClient(settings)
         return cls(
             settings=settings,
@@ -81,10 +83,11 @@ class OracleContext:
         return int(self.client.call(self.registry.functions.threshold()))
 
     def signer(self, account: ChainAccount, db_url: str | None = None) -> OracleSigner:
-        """A signer for one key, reading `db_url` and its own view of the chain."""
+        """A signer for one key, reading `db_url` (default: the signers' read-only URL) and
+        its own view of the chain."""
         return OracleSigner(
             account=account,
-            db_url=db_url or self.settings.db_url,
+            db_url=db_url or self.settings.service_db_url("oracle_signer"),
             signing=self.signing_context,
             settings=self.settings,
             chain=self.chain_view(),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from gridshare.api.deps import Conn, Context, rate_limited
+from gridshare.api.deps import Context, rate_limited
 from gridshare.api.schemas import (
     ErrorResponse,
     LoginRequest,
@@ -22,10 +22,10 @@ router = APIRouter(
 
 
 @router.post("/nonce", response_model=NonceResponse, summary="Nonce and EIP-4361 message")
-async def nonce(ctx: Context, conn: Conn, body: NonceRequest) -> NonceResponse:
+async def nonce(ctx: Context, body: NonceRequest) -> NonceResponse:
     """A single-use nonce for `address`, valid 10 minutes, inside the full message to sign
     (EIP-191 personal_sign)."""
-    value, message, expires = await ctx.auth.issue_nonce(conn, body.address)
+    value, message, expires = ctx.auth.issue_nonce(body.address)
     return NonceResponse(nonce=value, message=message, expires_at=expires)
 
 
@@ -35,6 +35,6 @@ async def nonce(ctx: Context, conn: Conn, body: NonceRequest) -> NonceResponse:
     summary="Bearer token for a signed message",
     responses={401: {"model": ErrorResponse, "description": "nonce, domain, expiry or signature"}},
 )
-async def login(ctx: Context, conn: Conn, body: LoginRequest) -> LoginResponse:
-    token, expires, address = await ctx.auth.login(conn, body.message, body.signature)
+async def login(ctx: Context, body: LoginRequest) -> LoginResponse:
+    token, expires, address = ctx.auth.login(body.message, body.signature)
     return LoginResponse(token=token, expires_at=expires, address=address)

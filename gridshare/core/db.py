@@ -207,6 +207,34 @@ def migrate(settings: Settings) -> list[str]:
     return applied_now
 
 
+def require_current(settings: Settings) -> None:
+    """Stop with one line unless every migration file is applied, unedited. Services check
+    this instead of migrating: their roles may not change the schema, and a schema change is
+    the operator's step (`gridshare migrate`), not a side effect of starting a worker."""
+    with connect(settings) as conn:
+        try:
+            flavor = schema_flavor(conn)
+            if flavor is None:
+                raise MigrationError("the database has no schema yet; run `gridshare migrate`")
+            rows = conn.execute("SELECT version, checksum FROM schema_migrations").fetchall()
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise MigrationError(
+                f"role {conn.info.user} may not read the schema; grant it its rights"
+                " (docs/database.md, Roles), then run `gridshare migrate`"
+            ) from exc
+    done = dict(rows)
+    expected = migrations(flavor)
+    for migration in expected:
+        if migration.version in done:
+            _check_unchanged(migration, done[migration.version])
+    pending = [m.path.name for m in expected if m.version not in done]
+    if pending:
+        raise MigrationError(
+            f"the database schema is not current ({len(pending)} migration(s) pending, first"
+            f" {pending[0]}); run `gridshare migrate`"
+        )
+
+
 def checksum(migration: Migration) -> str:
     """SHA-256 of a migration file: recorded when applied, compared on every later run."""
     return hashlib.sha256(migration.path.read_bytes()).hexdigest()

@@ -15,6 +15,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 from gridshare.core.errors import ConfigError
 
 ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
+# The database role of each service (docs/database.md, "Roles"): the local stack creates
+# them, migration 0047 grants them their rights. The API and the signers share the reader.
+Service = Literal["ingest", "oracle", "api", "oracle_signer"]
+SERVICE_ROLES: dict[str, str] = {
+    "ingest": "gridshare_ingest",
+    "oracle": "gridshare_oracle",
+    "api": "gridshare_reader",
+    "oracle_signer": "gridshare_reader",
+}
 DEV_CHAIN_ID = 31337  # the only chain the public development mnemonic may be used on
 
 
@@ -29,6 +38,12 @@ class Settings(BaseSettings):
     db_flavor: Literal["auto", "timescale", "postgres"] = "auto"  # schema path; auto: what works
     pg_bin_dir: str = ""  # the local stack's PostgreSQL binaries; empty: newest installed
     db_external: bool = False  # the database belongs to its owner: the stack leaves it alone
+    # Each service's own database URL, as its own role (docs/database.md, "Roles"). Empty:
+    # on the local stack, its role there; on an external database, GRIDSHARE_DB_URL.
+    ingest_db_url: str = ""  # writes telemetry, device state, quarantine, flags
+    oracle_db_url: str = ""  # the attestation loop: writes only the oracle's tables
+    api_db_url: str = ""  # read-only
+    oracle_signer_db_url: str = ""  # read-only; GRIDSHARE_ORACLE_SIGNER_DB_URLS per signer
     mqtt_url: str = "mqtt://127.0.0.1:11883"
     mqtt_device_url: str = "mqtts://127.0.0.1:18883"  # the devices' TLS listener
     rpc_url: str = "http://127.0.0.1:18545"
@@ -112,6 +127,22 @@ class Settings(BaseSettings):
             )
         return value
 
+    def service_db_url(self, service: Service) -> str:
+        """The URL `service` connects with: its own setting; else, on the local stack (which
+        creates every role), its role on GRIDSHARE_DB_URL's server and database; else, on an
+        external database whose operator may not have created the roles, GRIDSHARE_DB_URL."""
+        configured: str = getattr(self, f"{service}_db_url")
+        if configured or self.db_external:
+            return configured or self.db_url
+        url = urlsplit(self.db_url)
+        host = url.netloc.rpartition("@")[2]
+        return url._replace(netloc=f"{SERVICE_ROLES[service]}@{host}").geturl()
+
+    def for_service(self, service: Service) -> Settings:
+        """These settings with GRIDSHARE_DB_URL replaced by the service's own URL, so all
+        its connections (and its child processes') use its role."""
+        return self.model_copy(update={"db_url": self.service_db_url(service)})
+
     @property
     def db_port(self) -> int:
         return urlsplit(self.db_url).port or 5432
@@ -141,6 +172,10 @@ class Settings(BaseSettings):
         return {
             "GRIDSHARE_STATE_DIR": str(self.state_path),
             "GRIDSHARE_DB_URL": self.db_url,
+            "GRIDSHARE_INGEST_DB_URL": self.ingest_db_url,
+            "GRIDSHARE_ORACLE_DB_URL": self.oracle_db_url,
+            "GRIDSHARE_API_DB_URL": self.api_db_url,
+            "GRIDSHARE_ORACLE_SIGNER_DB_URL": self.oracle_signer_db_url,
             "GRIDSHARE_DB_FLAVOR": self.db_flavor,
             "GRIDSHARE_DB_EXTERNAL": str(self.db_external).lower(),
             "GRIDSHARE_PG_BIN_DIR": self.pg_bin_dir,

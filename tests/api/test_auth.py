@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 import jwt
 import pytest
@@ -11,6 +12,10 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 from fastapi.testclient import TestClient
 
+from gridshare.api.auth import Authenticator, SpentNonces
+from gridshare.api.errors import ApiError
+from gridshare.api.main import create_app
+from gridshare.core.settings import Settings
 from tests.api.conftest import SIWE_DOMAIN
 
 ALICE = Account.from_key(b"\x11" * 32)
@@ -178,3 +183,65 @@ def test_operator_endpoints_need_the_api_key(
     assert res.status_code == status, res.text
     if status != 200:
         assert set(res.json()["error"]) == {"code", "message"}
+
+
+def test_a_forged_or_foreign_nonce_is_refused(client: TestClient) -> None:
+    """A nonce is only good with this API's MAC: edited bits or another key's are refused."""
+    issued = nonce_for(client, ALICE.address)
+    nonce = issued["nonce"]
+    flipped = nonce[:-1] + ("0" if nonce[-1] != "0" else "1")
+    later = f"{int(nonce[16:26], 16) + 3600:010x}"
+    foreign = Authenticator(Settings(), "another-secret-" * 3, "key", SIWE_DOMAIN)
+    for forged in (
+        issued["message"].replace(nonce, flipped),
+        issued["message"].replace(nonce, nonce[:16] + later + nonce[26:]),
+        foreign.issue_nonce(ALICE.address)[1],
+    ):
+        res = client.post(
+            "/v1/auth/login", json={"message": forged, "signature": sign(ALICE, forged)}
+        )
+        assert res.status_code == 401
+        assert res.json()["error"]["code"] == "nonce_invalid"
+
+
+def test_any_worker_accepts_a_nonce_once() -> None:
+    """Workers share the JWT secret, not memory: a nonce issued by one signs in at another,
+    and each worker takes it once."""
+    settings = Settings(chain_id=31337)
+    issuer, other = (Authenticator(settings, "s" * 48, "key", SIWE_DOMAIN) for _ in range(2))
+    _, message, _ = issuer.issue_nonce(ALICE.address)
+    signature = sign(ALICE, message)
+    assert other.login(message, signature)[2] == ALICE.address
+    with pytest.raises(ApiError) as replayed:
+        other.login(message, signature)
+    assert replayed.value.code == "nonce_invalid"
+
+
+def test_spent_nonces_are_forgotten_when_they_expire_or_beyond_capacity() -> None:
+    spent = SpentNonces(capacity=2)
+    assert spent.spend("a", expires=10, now=0) and not spent.spend("a", expires=10, now=1)
+    assert spent.spend("b", expires=20, now=2)
+    assert spent.spend("c", expires=30, now=3)  # full: the oldest, "a", is forgotten
+    assert list(spent.expiry) == ["b", "c"]
+    assert spent.spend("d", expires=40, now=25)  # "b" expired; "c" is kept
+    assert list(spent.expiry) == ["c", "d"]
+
+
+def test_sign_in_with_only_a_read_only_database_url(api_settings: Settings) -> None:
+    """The API needs nothing but its read-only role: with GRIDSHARE_DB_URL unreachable and
+    GRIDSHARE_API_DB_URL the reader's, a full sign-in works."""
+    if api_settings.db_external:
+        pytest.skip("the database is external: its owner manages roles")
+    reader = api_settings.service_db_url("api")
+    assert urlsplit(reader).username == "gridshare_reader"
+    settings = api_settings.model_copy(
+        update={"db_url": "postgresql://nobody@127.0.0.1:1/none", "api_db_url": reader}
+    )
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        assert client.app.state.ctx.settings.db_url == reader  # type: ignore[attr-defined]
+        token = login(client, ALICE)
+        mine = client.get(
+            f"/v1/investors/{ALICE.address}/portfolio",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert mine.status_code in (200, 503), mine.text

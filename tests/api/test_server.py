@@ -18,6 +18,7 @@ from gridshare.core.payloads import format_ts
 from gridshare.core.settings import Settings
 from tests.api.data import LAST, Fleet
 from tests.ingest.fleet import IngestProcess, Publisher, wait_until
+from tests.support import admin_url
 
 SCHEMATHESIS = str(Path(sys.executable).with_name("schemathesis"))
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -158,8 +159,8 @@ def test_stream_fans_out_ingested_updates_from_one_listener(
                     if update["device_id"] == device.device_id and update["last_seq"] == next_seq:
                         return
 
-    def listeners() -> int:
-        with psycopg.connect(stack_settings.db_url, autocommit=True) as conn:
+    def listeners() -> int:  # as a superuser: the API's sessions are its own role's
+        with psycopg.connect(admin_url(stack_settings), autocommit=True) as conn:
             return conn.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE query = 'LISTEN gridshare_device'"
             ).fetchone()[0]

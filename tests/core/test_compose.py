@@ -13,13 +13,28 @@ import yaml
 from typer.testing import CliRunner
 
 from gridshare.cli import app
-from gridshare.core.settings import Settings
+from gridshare.core.settings import SERVICE_ROLES, Service, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
 GRIDSHARE_SERVICES = {n: s for n, s in SERVICES.items() if s.get("image") == "gridshare:local"}
 LONG_RUNNING = {"timescaledb", "anvil", "mosquitto", "ingest-1", "ingest-2", "oracle", "api"}
+DB_URLS = (
+    "GRIDSHARE_DB_URL",
+    "GRIDSHARE_INGEST_DB_URL",
+    "GRIDSHARE_ORACLE_DB_URL",
+    "GRIDSHARE_API_DB_URL",
+    "GRIDSHARE_ORACLE_SIGNER_DB_URL",
+)
+# The role each service connects as, per the settings it reads (docs/database.md, "Roles").
+SERVICE_ROLES_IN_COMPOSE: dict[str, dict[Service, str]] = {
+    "ingest-1": {"ingest": "gridshare_ingest"},
+    "ingest-2": {"ingest": "gridshare_ingest"},
+    **{f"ingest-scale-{i}": {"ingest": "gridshare_ingest"} for i in range(1, 5)},
+    "oracle": {"oracle": "gridshare_oracle", "oracle_signer": "gridshare_reader"},
+    "api": {"api": "gridshare_reader"},
+}
 
 
 def env_of(service: dict) -> dict[str, str]:
@@ -90,10 +105,16 @@ def test_urls_point_at_the_right_services() -> None:
     broker_listen = SERVICES["broker-config"]["command"][-1]
     for name, service in GRIDSHARE_SERVICES.items():
         settings = settings_of(service)
-        db = urlsplit(settings.db_url)
-        assert (db.hostname, db.port) == ("timescaledb", 5432), name
-        assert db.username == resolve(tsdb_env["POSTGRES_USER"])
-        assert db.path.lstrip("/") == resolve(tsdb_env["POSTGRES_DB"])
+        for variable in DB_URLS:
+            if variable not in env_of(service):
+                continue
+            db = urlsplit(getattr(settings, variable.removeprefix("GRIDSHARE_").lower()))
+            assert (db.hostname, db.port) == ("timescaledb", 5432), (name, variable)
+            assert db.path.lstrip("/") == resolve(tsdb_env["POSTGRES_DB"])
+        if "GRIDSHARE_DB_URL" in env_of(service):
+            owner = urlsplit(settings.db_url)
+            assert owner.username == resolve(tsdb_env["POSTGRES_USER"])
+            assert owner.password == resolve(tsdb_env["POSTGRES_PASSWORD"])
         assert (settings.mqtt_host, str(settings.mqtt_port)) == (
             "mosquitto",
             broker_listen.split(":")[1],
@@ -156,3 +177,35 @@ def test_scale_profile_clusters_brokers_and_workers() -> None:
         assert set(SERVICES[name]["depends_on"]) == set(brokers)
         port = env_of(SERVICES[name])["GRIDSHARE_INGEST_METRICS_PORT"]
         assert port in " ".join(SERVICES[name]["healthcheck"]["test"])
+
+
+@pytest.mark.parametrize("name", sorted(SERVICE_ROLES_IN_COMPOSE))
+def test_each_service_connects_as_its_own_role(name: str) -> None:
+    """Services hold their own role's URL only, never the owner's (nor its password)."""
+    env = env_of(SERVICES[name])
+    settings = settings_of(SERVICES[name])
+    assert "GRIDSHARE_DB_URL" not in env, name
+    assert "GRIDSHARE_DB_PASSWORD" not in " ".join(env.values()), name
+    for service, role in SERVICE_ROLES_IN_COMPOSE[name].items():
+        url = urlsplit(settings.service_db_url(service))
+        assert (url.username, url.hostname) == (role, "timescaledb"), (name, service)
+        assert url.password, (name, service)
+        assert SERVICE_ROLES[service] == role
+
+
+def test_init_creates_every_role_before_migrating() -> None:
+    """init holds every service URL, so `migrate --create-roles` gives each role its
+    password before the grants run; the roles' passwords are their own variables."""
+    init = SERVICES["init"]
+    assert "gridshare migrate --create-roles &&" in " ".join(init["command"])
+    settings = settings_of(init)
+    roles = {
+        urlsplit(settings.service_db_url(service)).username: urlsplit(
+            settings.service_db_url(service)
+        ).password
+        for service in SERVICE_ROLES
+    }
+    assert set(roles) == set(SERVICE_ROLES.values())
+    assert len(set(roles.values())) == len(roles)
+    for service in SERVICE_ROLES:
+        assert f"GRIDSHARE_{service.upper()}_DB_URL" in env_of(init)

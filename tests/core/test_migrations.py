@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -15,8 +14,7 @@ from gridshare.core import db
 from gridshare.core.db import Flavor
 from gridshare.core.errors import ConfigError, MigrationError
 from gridshare.core.settings import Settings
-from gridshare.core.stack.postgres import READER_ROLE, timescaledb_installed
-from tests.support import admin_url, database_url
+from gridshare.core.stack.postgres import timescaledb_installed
 
 TIMESCALE_CALLS = {
     "create_hypertable",
@@ -24,18 +22,6 @@ TIMESCALE_CALLS = {
     "add_retention_policy",
     "add_continuous_aggregate_policy",
 }
-
-
-@pytest.fixture
-def fresh_db(stack_settings: Settings):
-    """A new empty database on the session stack, dropped afterwards."""
-    name = f"m_{uuid.uuid4().hex[:10]}"
-    admin = admin_url(stack_settings)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" OWNER "{urlsplit(stack_settings.db_url).username}"')
-    yield stack_settings.model_copy(update={"db_url": database_url(stack_settings, name)})
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
@@ -284,10 +270,9 @@ def test_the_reader_role_reads_and_cannot_write(stack_settings: Settings) -> Non
     oracle signer or a BI tool given its URL reads everything and changes nothing."""
     if stack_settings.db_external:
         pytest.skip("the database is external: its owner manages roles")
-    reader = urlsplit(stack_settings.db_url)._replace(
-        netloc=f"{READER_ROLE}@{urlsplit(stack_settings.db_url).hostname}:{stack_settings.db_port}"
-    )
-    with psycopg.connect(reader.geturl(), autocommit=True) as conn:
+    reader = stack_settings.service_db_url("oracle_signer")
+    assert urlsplit(reader).username == "gridshare_reader"
+    with psycopg.connect(reader, autocommit=True) as conn:
         for table in ("telemetry", "devices", "oracle_leaves", "telemetry_hourly"):
             conn.execute(f"SELECT count(*) FROM {table}").fetchone()
         with pytest.raises(psycopg.errors.InsufficientPrivilege):

@@ -1,6 +1,7 @@
 """`gridshare demo` end to end, on an external database (GRIDSHARE_DB_EXTERNAL): the stack
-runs only the broker and the chain, the demo migrates the database it is given, every pool
-gets attested epochs, and stopping the demo leaves that database running."""
+runs only the broker and the chain, the demo migrates the database it is given, its ingest,
+oracle and API run as their own roles there, every pool gets attested epochs, and stopping
+the demo leaves that database running."""
 
 from __future__ import annotations
 
@@ -22,13 +23,19 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def external(stack_settings: Settings, tmp_path: Path):
-    """Settings for a demo whose database lives on the session stack's server."""
+    """Settings for a demo whose database lives on the session stack's server, with the
+    services' URLs naming the roles that server's stack created."""
     name = f"demo_{uuid.uuid4().hex[:8]}"
     admin = admin_url(stack_settings)
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}" OWNER "{urlsplit(stack_settings.db_url).username}"')
+    local = stack_settings.model_copy(update={"db_url": database_url(stack_settings, name)})
+    roles: dict[str, object] = {
+        f"{service}_db_url": local.service_db_url(service)
+        for service in ("ingest", "oracle", "api", "oracle_signer")
+    }
     settings = stack_settings_for(tmp_path / "state").model_copy(
-        update={"db_url": database_url(stack_settings, name), "db_external": True}
+        update={"db_url": local.db_url, "db_external": True, **roles}
     )
     yield settings
     stack.down(settings)

@@ -6,7 +6,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gridshare.core import db, stack
+from gridshare.core import db, db_roles, stack
 from gridshare.core.broker_auth import BrokerAuth
 from gridshare.core.settings import get_settings
 from gridshare.core.stack import cluster
@@ -80,7 +80,17 @@ def stack_cluster_config(nodes: int = typer.Option(3, min=1, max=9)) -> None:
     console.print(f"cluster config: {config}")
 
 
-def migrate() -> None:
+def migrate(
+    create_roles: bool = typer.Option(
+        False,
+        "--create-roles",
+        help="First create the services' roles named by GRIDSHARE_*_DB_URL (needs CREATEROLE)",
+    ),
+) -> None:
     """Apply pending database migrations."""
-    applied = db.migrate(get_settings())
+    settings = get_settings()
+    if create_roles:
+        created = db_roles.create_service_roles(settings)
+        console.print(f"roles: {', '.join(created) or 'none'} created")
+    applied = db.migrate(settings)
     console.print(f"schema: {len(applied)} migration(s) applied")

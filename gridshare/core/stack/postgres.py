@@ -12,12 +12,10 @@ from urllib.parse import urlsplit
 import psycopg
 
 from gridshare.core.errors import StackError
-from gridshare.core.settings import Settings
+from gridshare.core.settings import SERVICE_ROLES, Settings
 from gridshare.core.stack.privileges import allow_traversal, service_user, share_path_with
 from gridshare.core.stack.process import ManagedProcess, as_user, wait_until
 from gridshare.core.stack.service import LocalService
-
-READER_ROLE = "gridshare_reader"  # SELECT only: granted by migration 0043
 
 
 class Postgres(LocalService):
@@ -43,6 +41,14 @@ class Postgres(LocalService):
         self.port = url.port or 5432
         self.role = url.username or "gridshare"
         self.database = url.path.lstrip("/") or "gridshare"
+
+    def up(self) -> bool:
+        """Start unless running; either way make sure the services' roles exist (a stack
+        started by an older version has only some of them)."""
+        started = super().up()
+        if not started:
+            self._create_roles()
+        return started
 
     def start(self) -> None:
         user = service_user("postgres")
@@ -128,14 +134,19 @@ class Postgres(LocalService):
     def _admin_url(self) -> str:
         return f"postgresql://postgres@{self.host}:{self.port}/postgres"
 
-    def _create_role_and_database(self) -> None:
-        """The owner role and database of GRIDSHARE_DB_URL, and the read-only role that the
-        migrations grant SELECT to (for oracle signers and other readers)."""
+    def _create_roles(self) -> None:
+        """The owner role of GRIDSHARE_DB_URL and one role per service, which the migrations
+        grant their rights to (docs/database.md, "Roles"). Loopback with trust: no passwords."""
         with psycopg.connect(self._admin_url(), autocommit=True) as conn:
-            for role in (self.role, READER_ROLE):
+            for role in (self.role, *sorted(set(SERVICE_ROLES.values()))):
                 exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
                 if not exists.fetchone():
                     conn.execute(f'CREATE ROLE "{role}" LOGIN')
+
+    def _create_role_and_database(self) -> None:
+        """The roles, and the database of GRIDSHARE_DB_URL owned by its role."""
+        self._create_roles()
+        with psycopg.connect(self._admin_url(), autocommit=True) as conn:
             if not conn.execute(
                 "SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)
             ).fetchone():
