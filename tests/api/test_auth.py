@@ -147,7 +147,7 @@ def test_portfolio_needs_that_address_token(client: TestClient) -> None:
             "aud": "gridshare-investor",
             "iss": SIWE_DOMAIN,
         },
-        "guessed-secret",
+        "a-guessed-secret-as-long-as-the-real-one",
         algorithm="HS256",
     )
     res = client.get(url, headers={"Authorization": f"Bearer {forged}"})
