@@ -70,7 +70,8 @@ from gridshare.core.settings import Settings
 from gridshare.core.signing import address_for_key, recover
 from gridshare.core.stack.mosquitto import Mosquitto
 from gridshare.core.stack.postgres import Postgres
-from gridshare.ingest.broker import BrokerLink, Raw, credentials
+from gridshare.ingest.broker import BrokerLink, credentials
+from gridshare.ingest.pipe import Raw
 
 RESULTS = Path(__file__).resolve().parent / "results" / "ingest.json"
 GRIDSHARE = str(Path(sys.executable).with_name("gridshare"))

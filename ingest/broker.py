@@ -53,6 +53,7 @@ from gridshare.core.errors import ConfigError
 from gridshare.core.payloads import STATUS_FILTER, TELEMETRY_FILTER
 from gridshare.core.settings import Settings
 from gridshare.ingest.paho_socket import BufferedClient, BufferedSocket
+from gridshare.ingest.pipe import AckKey, Raw
 
 SHARE_GROUP = "gridshare-ingest"
 SHARED_TELEMETRY = f"$share/{SHARE_GROUP}/{TELEMETRY_FILTER}"
@@ -77,10 +78,6 @@ def credentials(settings: Settings) -> tuple[str, str]:
             " run `gridshare stack up` or put the credentials in the URL",
         )
     return INGEST_USER, password
-
-
-Raw = tuple[int, int, int, str, bytes, float, float]
-"""A received message: mid, qos, session epoch, topic, payload, wall and monotonic time."""
 
 
 class BrokerLink:
@@ -179,7 +176,7 @@ class BrokerLink:
             self._lost()
         return [w for w in watch if w in readable]
 
-    def ack(self, messages: Iterable[tuple[int, int, int]]) -> None:
+    def ack(self, messages: Iterable[AckKey]) -> None:
         """PUBACK each (mid, qos, epoch), in the order received, if its session is still
         ours."""
         for mid, qos, epoch in messages:

@@ -2,7 +2,7 @@
 queue `gridshare-ingest` (see gridshare/core/stack/cluster.py), over AMQP.
 
 It runs in the receiving process like `BrokerLink` does for Mosquitto and speaks the same pipe
-protocol with the worker (`receiver.py`), so the worker's batch / validate / commit / ack
+protocol with the worker (`pipe.py`), so the worker's batch / validate / commit / ack
 pipeline is unchanged. Every worker consumes the same queue; the broker hands each message to
 one of them, at most `receive_maximum` unacknowledged per worker (the prefetch). A message is
 acknowledged (`basic.ack`) only after the worker committed it. When a worker dies, its
@@ -22,7 +22,6 @@ import contextlib
 import logging
 import os
 import queue
-import signal
 import threading
 import time
 import zlib
@@ -32,12 +31,12 @@ import pika
 import pika.exceptions
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
-from gridshare.core.logs import setup_logging
 from gridshare.core.payloads import AMQP_SWAP
 from gridshare.core.settings import Settings
 from gridshare.core.stack.cluster import QUEUE, amqp_urls, declare_topology
-from gridshare.ingest.broker import RECONNECT_DELAYS, Raw
-from gridshare.ingest.receiver import FORWARD_SECONDS, IDLE_SECONDS, Receiver
+from gridshare.ingest.broker import RECONNECT_DELAYS
+from gridshare.ingest.pipe import Ack, AckKey, Command, Events, Unsubscribe, detach
+from gridshare.ingest.receiver import Receiver
 
 HEARTBEAT = 30
 log = logging.getLogger(__name__)
@@ -137,7 +136,7 @@ class QueueLink:
             with contextlib.suppress(Exception):
                 conn.add_callback_threadsafe(lambda: None)
 
-    def ack(self, entries: list[tuple[int, int, int]]) -> None:
+    def ack(self, entries: list[AckKey]) -> None:
         """basic.ack the committed messages of the current channel (one `multiple` ack when
         they are the channel's next contiguous tags)."""
         tags = sorted(mid for mid, _qos, epoch in entries if epoch == self.epoch)
@@ -202,31 +201,21 @@ def serve(
     events: Connection,
 ) -> None:
     """The receiving process (see `receiver.serve`): a thread reads the worker's commands
-    and wakes the consuming loop, which forwards arrivals every `FORWARD_SECONDS`."""
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, signal.SIG_IGN)
-    setup_logging(settings.log_level)
+    and wakes the consuming loop, which forwards arrivals in chunks."""
+    detach(settings)
     logging.getLogger("pika").setLevel(logging.WARNING)  # a line per connection step at INFO
-    received: list[Raw] = []
-    link = QueueLink(
-        list(login),
-        client_id,
-        receive_maximum,
-        received.append,
-        lambda subscribed: events.send(("subscribed", subscribed)),
-    )
+    out = Events(events)
+    link = QueueLink(list(login), client_id, receive_maximum, out.deliver, out.subscribed)
     cause = link.connect()
-    events.send(("started", cause))
+    out.started(cause)
     if cause is not None:
         return
-    inbox: queue.SimpleQueue[tuple] = queue.SimpleQueue()
+    inbox: queue.SimpleQueue[Command] = queue.SimpleQueue()
     threading.Thread(target=_read_commands, args=(commands, inbox, link), daemon=True).start()
-    forwarded_at = 0.0
     delay, retry_at = RECONNECT_DELAYS[0], 0.0
     while True:
         if link.connected:
-            since = time.monotonic() - forwarded_at
-            link.pump(max(0.0, FORWARD_SECONDS - since) if received else IDLE_SECONDS)
+            link.pump(out.wait())
         elif time.monotonic() >= retry_at:
             if link.connect() is None:
                 delay = RECONNECT_DELAYS[0]
@@ -234,22 +223,21 @@ def serve(
                 retry_at, delay = time.monotonic() + delay, min(delay * 2, RECONNECT_DELAYS[1])
         else:
             time.sleep(0.05)
-        if received and time.monotonic() - forwarded_at >= FORWARD_SECONDS:
-            events.send(("messages", received[:]))
-            received.clear()
-            forwarded_at = time.monotonic()
+        out.forward()
         while not inbox.empty():
-            kind, value = inbox.get()
-            if kind == "ack":
-                link.ack(value)
-            elif kind == "unsubscribe":
-                events.send(("unsubscribed", link.cancel()))
-            elif kind == "stop":
+            command = inbox.get()
+            if isinstance(command, Ack):
+                link.ack(command.keys)
+            elif isinstance(command, Unsubscribe):
+                out.unsubscribed(link.cancel())
+            else:
                 link.close()
                 return
 
 
-def _read_commands(commands: Connection, inbox: queue.SimpleQueue, link: QueueLink) -> None:
+def _read_commands(
+    commands: Connection, inbox: queue.SimpleQueue[Command], link: QueueLink
+) -> None:
     """Hand the worker's commands to the consuming loop; leave at once if the worker is gone
     (nothing more is acknowledged, so the broker gives the rest to other workers)."""
     try:

@@ -4,14 +4,9 @@ paho spends about 80 µs of Python per received message, even driven from our ow
 (`BrokerLink.pump`); parsing, checking the signature and writing take more than that again.
 In one process both would share one interpreter lock and one core, so the receiving process
 (`serve`) runs `BrokerLink` and the worker's main process validates and writes.
-They talk over two pipes:
+They talk over two pipes in the protocol of `pipe.py`.
 
-- receiver -> worker: events `("messages", [Raw, …])`, `("subscribed", bool)`,
-  `("started", cause | None)`, `("unsubscribed", bool)`;
-- worker -> receiver: commands `("ack", [(mid, qos, epoch), …])`, `("unsubscribe", timeout)`,
-  `("stop", end_session)`.
-
-Acknowledgements still follow commits: the worker sends `ack` only after the batch is
+Acknowledgements still follow commits: the worker sends `Ack` only after the batch is
 committed. If the worker dies, the receiver reads end-of-file on its command pipe and exits
 without acknowledging anything more, so the broker redelivers what was not committed. The
 receiver ignores SIGINT and SIGTERM: the worker decides when it stops (a terminal's Ctrl-C
@@ -24,24 +19,34 @@ import contextlib
 import logging
 import multiprocessing
 import os
-import signal
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from multiprocessing.connection import Connection
+from typing import TypeVar
 
 from gridshare.core.errors import GridshareError, ServiceUnreachable
-from gridshare.core.logs import setup_logging
 from gridshare.core.settings import Settings
-from gridshare.ingest.broker import BrokerLink, Raw, credentials
+from gridshare.ingest.broker import BrokerLink, credentials
 from gridshare.ingest.metrics import SUBSCRIBED
+from gridshare.ingest.pipe import (
+    Ack,
+    Command,
+    Events,
+    Messages,
+    Started,
+    Stop,
+    Subscribed,
+    Unsubscribe,
+    Unsubscribed,
+    detach,
+)
 from gridshare.ingest.validate import Message
 
 STOP_SECONDS = 15.0
-FORWARD_SECONDS = 0.01
-IDLE_SECONDS = 1.0  # the longest wait without a keepalive check (KEEPALIVE is 30 s)
 log = logging.getLogger(__name__)
+Reply = TypeVar("Reply", Started, Unsubscribed)
 
 
 class ReceiverDied(GridshareError):
@@ -99,7 +104,7 @@ class Receiver:
         self.login = login
         self.address = address or ("GRIDSHARE_MQTT_URL", settings.mqtt_url)  # shown redacted
         self.inbox = Inbox()
-        self._replies: deque[tuple] = deque()
+        self._replies: deque[Started | Unsubscribed] = deque()
         self._replied = threading.Condition()
         self._process: multiprocessing.process.BaseProcess | None = None
         self._commands: Connection | None = None
@@ -127,25 +132,30 @@ class Receiver:
         commands_in.close()
         events_out.close()
         threading.Thread(target=self._read, args=(events_in,), daemon=True).start()
-        cause = self._reply("started", timeout + 30)  # + the child's interpreter start
+        started = self._reply(Started, timeout + 30)  # + the child's interpreter start
+        if started is None:
+            cause = "receiving process ended" if not self.alive else "no answer in time"
+        else:
+            cause = started.cause
         if cause is not None:
             self.stop()
             raise ServiceUnreachable("broker", *self.address, cause)
 
     def ack(self, messages: Iterable[Message]) -> None:
         """PUBACK these messages (those of a session that is no longer ours are skipped)."""
-        self._send(("ack", [(m.mid, m.qos, m.epoch) for m in messages]))
+        self._send(Ack([(m.mid, m.qos, m.epoch) for m in messages]))
 
     def unsubscribe(self, timeout: float = 5.0) -> bool:
         """Ask for no further messages; True once the broker confirmed."""
-        if not self._send(("unsubscribe", timeout)):
+        if not self._send(Unsubscribe(timeout)):
             return False
-        return bool(self._reply("unsubscribed", timeout + 5))
+        reply = self._reply(Unsubscribed, timeout + 5)
+        return reply is not None and reply.confirmed
 
     def stop(self, end_session: bool = False) -> None:
         """Disconnect after the acknowledgements sent so far; with `end_session`, the broker
         drops the session. Waits for the receiving process to end."""
-        self._send(("stop", end_session))
+        self._send(Stop(end_session))
         if self._process is None:
             return
         self._process.join(STOP_SECONDS)
@@ -154,7 +164,7 @@ class Receiver:
             self._process.kill()
             self._process.join()
 
-    def _send(self, command: tuple) -> bool:
+    def _send(self, command: Command) -> bool:
         if self._commands is None or not self.alive:
             return False
         try:
@@ -163,34 +173,32 @@ class Receiver:
             return False
         return True
 
-    def _reply(self, kind: str, timeout: float) -> object:
+    def _reply(self, kind: type[Reply], timeout: float) -> Reply | None:
         """The next reply of `kind`; None if none comes in time or the receiver ended."""
         deadline = time.monotonic() + timeout
         with self._replied:
             while True:
                 for reply in self._replies:
-                    if reply[0] == kind:
+                    if isinstance(reply, kind):
                         self._replies.remove(reply)
-                        return reply[1]
+                        return reply
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not self.alive:
-                    if kind != "started":
-                        return None
-                    return "receiving process ended" if not self.alive else "no answer in time"
+                    return None
                 self._replied.wait(min(remaining, 0.5))
 
     def _read(self, events: Connection) -> None:
         """Dispatch the receiver's events until it ends."""
         try:
             while True:
-                kind, value = events.recv()
-                if kind == "messages":
-                    self.inbox.put(map(Message._make, value))
-                elif kind == "subscribed":
-                    SUBSCRIBED.set(int(value))
+                event = events.recv()
+                if isinstance(event, Messages):
+                    self.inbox.put(map(Message._make, event.raws))
+                elif isinstance(event, Subscribed):
+                    SUBSCRIBED.set(int(event.on))
                 else:
                     with self._replied:
-                        self._replies.append((kind, value))
+                        self._replies.append(event)
                         self._replied.notify_all()
         except (EOFError, OSError):
             pass
@@ -210,48 +218,33 @@ def serve(
     events: Connection,
 ) -> None:
     """The receiving process: one thread watches the broker and the worker's commands,
-    forwards what arrived every `FORWARD_SECONDS` as one chunk (one pipe write per chunk, not
-    per message), and leaves at once if the worker is gone."""
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, signal.SIG_IGN)
-    setup_logging(settings.log_level)
-    received: list[Raw] = []
-    link = BrokerLink(
-        settings,
-        client_id,
-        receive_maximum,
-        login,
-        received.append,
-        lambda subscribed: events.send(("subscribed", subscribed)),
-    )
+    forwards what arrived in chunks, and leaves at once if the worker is gone."""
+    detach(settings)
+    out = Events(events)
+    link = BrokerLink(settings, client_id, receive_maximum, login, out.deliver, out.subscribed)
     cause = link.start()
-    events.send(("started", cause))
+    out.started(cause)
     if cause is not None:
         return
-    forwarded_at = 0.0
     unsubscribing: float | None = None  # deadline of an unsubscribe not yet confirmed
     try:
         while True:
-            since = time.monotonic() - forwarded_at
-            wait = max(0.0, FORWARD_SECONDS - since) if received else IDLE_SECONDS
-            ready = link.pump(wait, [commands])
-            if received and time.monotonic() - forwarded_at >= FORWARD_SECONDS:
-                events.send(("messages", received[:]))
-                received.clear()
-                forwarded_at = time.monotonic()
+            ready = link.pump(out.wait(), [commands])
+            out.forward()
             while ready and commands.poll():
-                kind, value = commands.recv()
-                if kind == "ack":
-                    link.ack(value)
-                elif kind == "unsubscribe":
-                    unsubscribing = time.monotonic() + (value if link.unsubscribe() else 0.0)
-                elif kind == "stop":
-                    link.stop(end_session=value)
+                command: Command = commands.recv()
+                if isinstance(command, Ack):
+                    link.ack(command.keys)
+                elif isinstance(command, Unsubscribe):
+                    confirmed_in = command.timeout if link.unsubscribe() else 0.0
+                    unsubscribing = time.monotonic() + confirmed_in
+                else:
+                    link.stop(end_session=command.end_session)
                     return
             if unsubscribing is not None and (
                 link.unsubscribed or time.monotonic() > unsubscribing
             ):
-                events.send(("unsubscribed", link.unsubscribed))
+                out.unsubscribed(link.unsubscribed)
                 unsubscribing = None
     except (EOFError, OSError):
         log.warning("ingest worker gone; receiver leaving without acknowledging more")

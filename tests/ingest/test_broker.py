@@ -6,8 +6,9 @@ import secrets
 import time
 
 from gridshare.core.settings import Settings
-from gridshare.ingest.broker import BrokerLink, Raw, credentials
+from gridshare.ingest.broker import BrokerLink, credentials
 from gridshare.ingest.paho_socket import BufferedSocket
+from gridshare.ingest.pipe import Raw
 from tests.ingest.fleet import Publisher
 
 
