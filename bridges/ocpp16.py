@@ -14,18 +14,22 @@ from ocpp.v16 import ChargePoint, call_result
 from ocpp.v16.datatypes import IdTagInfo
 from ocpp.v16.enums import Action, AuthorizationStatus, RegistrationStatus
 
-from gridshare.bridges.ocpp_common import HEARTBEAT_SECONDS, ChargerSession, now_ts, parse_ts
+from gridshare.bridges.ocpp_common import (
+    HEARTBEAT_SECONDS,
+    ChargerSession,
+    SessionHandlers,
+    now_ts,
+    parse_ts,
+)
 from gridshare.bridges.ocpp_frames import FrameErrors
 
 ACCEPTED = IdTagInfo(status=AuthorizationStatus.accepted)
 
 
-class CentralSystem16(FrameErrors, ChargePoint):
+class CentralSystem16(SessionHandlers, FrameErrors, ChargePoint):
     """Handlers for one OCPP 1.6J connection."""
 
-    def __init__(self, session: ChargerSession, connection: Any) -> None:
-        super().__init__(session.charger_id, connection)
-        self.session = session
+    session: ChargerSession
 
     @on(Action.boot_notification, skip_schema_validation=True)
     async def on_boot(self, **untrusted: Any) -> call_result.BootNotification:
@@ -45,9 +49,7 @@ class CentralSystem16(FrameErrors, ChargePoint):
     async def on_status(
         self, connector_id: int, status: str, timestamp: str | None = None, **untrusted: Any
     ) -> call_result.StatusNotification:
-        before = self.session.status
-        if self.session.set_status(connector_id, status) != before:
-            await self.session.record(parse_ts(timestamp), None)
+        await self.session.report_status(connector_id, status, timestamp)
         return call_result.StatusNotification()
 
     @on(Action.start_transaction, skip_schema_validation=True)

@@ -17,6 +17,7 @@ from ocpp.v201.enums import Action, AuthorizationStatusEnumType, RegistrationSta
 from gridshare.bridges.ocpp_common import (
     HEARTBEAT_SECONDS,
     ChargerSession,
+    SessionHandlers,
     now_ts,
     parse_meter_value,
     parse_ts,
@@ -26,12 +27,10 @@ from gridshare.bridges.ocpp_frames import FrameErrors
 ACCEPTED = IdTokenInfoType(status=AuthorizationStatusEnumType.accepted)
 
 
-class Csms201(FrameErrors, ChargePoint):
+class Csms201(SessionHandlers, FrameErrors, ChargePoint):
     """Handlers for one OCPP 2.0.1 connection."""
 
-    def __init__(self, session: ChargerSession, connection: Any) -> None:
-        super().__init__(session.charger_id, connection)
-        self.session = session
+    session: ChargerSession
 
     @on(Action.boot_notification, skip_schema_validation=True)
     async def on_boot(self, **untrusted: Any) -> call_result.BootNotification:
@@ -53,9 +52,7 @@ class Csms201(FrameErrors, ChargePoint):
     async def on_status(
         self, timestamp: str, connector_status: str, evse_id: int, **untrusted: Any
     ) -> call_result.StatusNotification:
-        before = self.session.status
-        if self.session.set_status(evse_id, connector_status) != before:
-            await self.session.record(parse_ts(timestamp), None)
+        await self.session.report_status(evse_id, connector_status, timestamp)
         return call_result.StatusNotification()
 
     @on(Action.meter_values, skip_schema_validation=True)

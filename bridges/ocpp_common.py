@@ -150,6 +150,14 @@ class ChargerSession:
             self.statuses[str(connector)] = status
         return self.status
 
+    async def report_status(
+        self, connector: int | str, untrusted_status: str, untrusted_ts: str | None
+    ) -> None:
+        """A StatusNotification: a reading only when the charger's status changes."""
+        before = self.status
+        if self.set_status(connector, untrusted_status) != before:
+            await self.record(parse_ts(untrusted_ts), None)
+
     def transactions(self) -> dict[str, str]:
         """Open transaction id -> connector/EVSE, as persisted with the meter state."""
         state = self.meter.state
@@ -210,3 +218,12 @@ class ChargerSession:
                     "meter value already taken",
                     extra={"fields": {"charger_id": self.charger_id, "ts": str(reading.ts)}},
                 )
+
+
+class SessionHandlers:
+    """Mixin before the library's `ChargePoint` in both versions' handler classes: the
+    connection belongs to the charger of `session`."""
+
+    def __init__(self, session: ChargerSession, connection: Any) -> None:
+        super().__init__(session.charger_id, connection)  # type: ignore[call-arg]
+        self.session = session
