@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +16,7 @@ import pytest
 from gridshare.core import db, stack
 from gridshare.core.settings import Settings
 from gridshare.core.stack.postgres import timescaledb_installed
+from gridshare.core.stack.process import free_port as free_port  # tests take it from here
 
 # Suites that run once per database flavor (storage, ingest, oracle, API): every test in them
 # that uses the stack runs on plain PostgreSQL and on TimescaleDB.
@@ -25,13 +25,6 @@ NO_TIMESCALEDB = "TimescaleDB is not installed here (make setup builds it as roo
 # An administrator's URL of a server with TimescaleDB (for example the timescale/timescaledb
 # image): when set, the [timescale] stacks put their database there, as external databases.
 TIMESCALE_SERVER = "GRIDSHARE_TEST_TIMESCALE_URL"
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @cache

@@ -3,9 +3,7 @@ to run ingest workers as real `gridshare ingest` processes."""
 
 from __future__ import annotations
 
-import random
 import re
-import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +13,8 @@ import pytest
 
 from gridshare.core import db, stack
 from gridshare.core.settings import Settings
-from gridshare.core.stack.process import ManagedProcess
+from gridshare.core.stack import cluster
+from gridshare.core.stack.process import ManagedProcess, free_port_range
 from gridshare.gateway.provision import provision
 from gridshare.ingest.metrics import wait_ready
 from tests.support import free_port, stack_settings_for
@@ -24,30 +23,13 @@ GRIDSHARE = str(Path(sys.executable).parent / "gridshare")
 NODES = 3
 
 
-def free_cluster_port() -> int:
-    """A base port whose cluster ports (base .. base+30) are all free, below the ephemeral
-    range (where outgoing connections take their local ports)."""
-    for _ in range(100):
-        base = random.randrange(20000, 32000, 50)
-        if all(bindable(base + offset) for offset in range(31)):
-            return base
-    raise RuntimeError("no free port range for the cluster")
-
-
-def bindable(port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 @pytest.fixture(scope="session")
 def cluster_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """A running stack with a clustered broker and 3 pools of 4 provisioned devices."""
     settings = stack_settings_for(tmp_path_factory.mktemp("cluster") / "state")
-    settings = settings.model_copy(update={"cluster": NODES, "cluster_port": free_cluster_port()})
+    settings = settings.model_copy(
+        update={"cluster": NODES, "cluster_port": free_port_range(cluster.PORT_SPAN)}
+    )
     try:  # a node that failed to start in time may still come up: stop it too
         stack.up(settings)
         db.migrate(settings)

@@ -43,12 +43,7 @@ class Anvil(LocalService):
         self.settings = settings
         self.root = settings.state_path / "anvil"
         self.state_file = self.root / "state.json"
-        self.process = ManagedProcess(
-            "anvil",
-            pid_file=self.root / "anvil.pid",
-            log_file=settings.state_path / "logs" / "anvil.log",
-            exe_name="anvil",
-        )
+        self.process = ManagedProcess.in_state_dir("anvil", settings.state_path)
         self.host = "127.0.0.1"
         self.port = settings.rpc_port
 

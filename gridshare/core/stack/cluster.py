@@ -58,6 +58,9 @@ START_SECONDS = 300.0
 ERL_ARGS = "-noinput +S 1:1 +sbwt none +sbwtdcpu none +sbwtdio none"
 
 
+PORT_SPAN = 31  # a layout's ports: `cluster_port` .. `cluster_port` + 30 (epmd)
+
+
 @dataclass(frozen=True)
 class Layout:
     """The local cluster's size and ports."""

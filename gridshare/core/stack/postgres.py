@@ -29,11 +29,9 @@ class Postgres(LocalService):
         self.settings = settings
         self.root = settings.state_path / "postgres"
         self.data = self.root / "data"
-        self.process = ManagedProcess(
+        self.process = ManagedProcess.in_state_dir(
             "postgres",
-            pid_file=self.root / "postgres.pid",
-            log_file=settings.state_path / "logs" / "postgres.log",
-            exe_name="postgres",
+            settings.state_path,
             stop_signal=signal.SIGINT,  # "fast" shutdown: does not wait for clients
         )
         url = urlsplit(settings.db_url)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import random
 import resource
 import signal
 import socket
@@ -32,6 +33,20 @@ class ManagedProcess:
     log_file: Path
     exe_name: str
     stop_signal: int = signal.SIGTERM
+
+    @classmethod
+    def in_state_dir(
+        cls, name: str, state_path: Path, stop_signal: int = signal.SIGTERM
+    ) -> ManagedProcess:
+        """The stack's usual layout: executable `name`, its pid file in the state dir's
+        `name/` folder, its log with the stack's logs."""
+        return cls(
+            name,
+            pid_file=state_path / name / f"{name}.pid",
+            log_file=state_path / "logs" / f"{name}.log",
+            exe_name=name,
+            stop_signal=stop_signal,
+        )
 
     def pid(self) -> int | None:
         """The pid of the running service, or None (stale pid files are removed)."""
@@ -119,6 +134,32 @@ def port_open(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)
         return sock.connect_ex((host, port)) == 0
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (for private stacks of tests and benchmarks)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def free_port_range(size: int) -> int:
+    """A base port whose `size` ports from it are all free, below the ephemeral range (where
+    outgoing connections take their local ports): a clustered broker's ports."""
+    for _ in range(100):
+        base = random.randrange(20000, 32000, 50)
+        if all(_bindable(base + offset) for offset in range(size)):
+            return base
+    raise StackError("no free port range for the cluster")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _alive(pid: int) -> bool:
