@@ -21,15 +21,14 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+from _common import finish, private_stack
 
 from gridshare.core import db
 from gridshare.core.chain.deploy import deploy
@@ -37,8 +36,8 @@ from gridshare.core.chain.pools import create_pool
 from gridshare.core.settings import Settings
 from gridshare.core.stack.anvil import Anvil
 from gridshare.core.stack.postgres import Postgres
+from gridshare.core.stack.process import free_port
 
-RESULTS = Path(__file__).resolve().parent / "results" / "api.json"
 GRIDSHARE = str(Path(sys.executable).with_name("gridshare"))
 DEVICES = 10_000
 DEVICES_WITH_HISTORY = 200
@@ -49,12 +48,6 @@ START = END - timedelta(days=DAYS)
 POOL = "charging-pile-1"
 RATE = 500
 TARGET_P99_MS = 50.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def device_id(n: int) -> str:
@@ -307,30 +300,17 @@ def measure(settings: Settings, workers: int, tmp: Path) -> dict[str, object]:
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory(prefix="gridshare-bench-api-") as tmp:
-        settings = Settings(
-            state_dir=Path(tmp) / "state",
-            db_url=f"postgresql://gridshare@127.0.0.1:{free_port()}/gridshare",
-            rpc_url=f"http://127.0.0.1:{free_port()}",
-            mqtt_url=f"mqtt://127.0.0.1:{free_port()}",
-        )
-        services = [Postgres(settings), Anvil(settings)]
-        for service in services:
-            service.up()
+    with private_stack("api", [Postgres, Anvil]) as (settings, tmp):
+        db.migrate(settings)
+        deploy(settings)
+        data = load_data(settings)
+        with db.connect(settings) as conn:
+            flavor = db.schema_flavor(conn)
+        one = measure(settings, 1, tmp)
         try:
-            db.migrate(settings)
-            deploy(settings)
-            data = load_data(settings)
-            with db.connect(settings) as conn:
-                flavor = db.schema_flavor(conn)
-            one = measure(settings, 1, Path(tmp))
-            try:
-                two: dict[str, object] = measure(settings, 2, Path(tmp))
-            except (SystemExit, subprocess.SubprocessError) as exc:
-                two = {"error": str(exc)[:500]}
-        finally:
-            for service in reversed(services):
-                service.down()
+            two: dict[str, object] = measure(settings, 2, tmp)
+        except (SystemExit, subprocess.SubprocessError) as exc:
+            two = {"error": str(exc)[:500]}
     runs = {"1 worker": one, "2 workers": two}
     best = min(
         (name for name in runs if "device_state_at_500_rps" in runs[name]),
@@ -356,13 +336,7 @@ def main() -> None:
         "note": "2 shared cores: other sessions' test suites ran during the measurement; "
         "api_cpu_ms_per_request is the API processes' own CPU time per request",
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    json.dump(result, sys.stdout, indent=2)
-    print()
-    if not result["target_met"]:
-        print(f"bench api: target missed: {result['target']} (p99 {p99:.1f} ms)", file=sys.stderr)
-        sys.exit(1)
+    finish("api", result, result["target_met"], f"{result['target']} (p99 {p99:.1f} ms)")
 
 
 if __name__ == "__main__":

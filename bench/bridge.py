@@ -21,19 +21,17 @@ CALLERROR) and stored, and the p99 answer within 1 s (chargers wait 30 s or more
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
 import psycopg
+from _common import finish, private_stack
 
 from gridshare.bridges.peers import BenchCharger
 from gridshare.core import db
@@ -42,7 +40,7 @@ from gridshare.core.payloads import DeviceType
 from gridshare.core.settings import Settings
 from gridshare.core.stack.mosquitto import Mosquitto
 from gridshare.core.stack.postgres import Postgres
-from gridshare.core.stack.process import raise_open_files_limit
+from gridshare.core.stack.process import free_port, raise_open_files_limit
 from gridshare.gateway.ocpp import charger_device_id, provision_bridged_many, set_tariff
 from gridshare.gateway.provision import provision
 
@@ -52,14 +50,7 @@ WINDOW_SECONDS = float(os.environ.get("BENCH_BRIDGE_WINDOW_SECONDS", "120"))
 LOAD_PROCESSES = 4
 WARM_UP_SECONDS = 60.0  # load processes start, chargers connect and boot
 TARGET_P99_MS = 1000.0
-RESULTS = Path(__file__).parent / "results" / "bridge.json"
 GRIDSHARE = str(Path(sys.executable).with_name("gridshare"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -205,22 +196,9 @@ def measure(settings: Settings, tmp: Path) -> dict[str, object]:
 
 def main() -> None:
     raise_open_files_limit()
-    with tempfile.TemporaryDirectory(prefix="gridshare-bench-bridge-") as tmp:
-        settings = Settings(
-            state_dir=Path(tmp) / "state",
-            db_url=f"postgresql://gridshare@127.0.0.1:{free_port()}/gridshare",
-            mqtt_url=f"mqtt://127.0.0.1:{free_port()}",
-            rpc_url=f"http://127.0.0.1:{free_port()}",
-        )
-        services = [Postgres(settings), Mosquitto(settings)]
-        for service in services:
-            service.up()
-        try:
-            db.migrate(settings)
-            figures = measure(settings, Path(tmp))
-        finally:
-            for service in reversed(services):
-                service.down()
+    with private_stack("bridge", [Postgres, Mosquitto]) as (settings, tmp):
+        db.migrate(settings)
+        figures = measure(settings, tmp)
     p99 = figures["answer_ms"]["p99"]  # type: ignore[index]
     result = {
         **figures,
@@ -232,13 +210,7 @@ def main() -> None:
         "shared cores (other sessions' work ran too: see load_average_after)",
         "load_average_after": os.getloadavg()[0],
     }
-    if CHARGERS == 1000:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    json.dump(result, sys.stdout, indent=2)
-    print()
-    if not result["target_met"]:
-        sys.exit(1)
+    finish("bridge", result, result["target_met"], save=CHARGERS == 1000)
 
 
 if __name__ == "__main__":

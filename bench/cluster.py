@@ -30,12 +30,9 @@ import asyncio
 import json
 import os
 import pickle
-import random
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -44,17 +41,18 @@ import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import finish, private_stack, publish_paced
+
 import ingest as shared  # bench/ingest.py: its stack, signing and commit-time helpers
 from gridshare.core import db
 from gridshare.core.broker_auth import ADMIN_USER, BrokerAuth
+from gridshare.core.errors import GridshareError
 from gridshare.core.settings import Settings
 from gridshare.core.stack import cluster
 from gridshare.core.stack.cluster import Cluster
-from gridshare.core.stack.mosquitto import Mosquitto
-from gridshare.core.stack.postgres import Postgres
+from gridshare.core.stack.process import free_port_range
 from gridshare.sim.mqtt import MqttConnection, connect_packet
 
-RESULTS = Path(__file__).resolve().parent / "results" / "cluster.json"
 DEVICES = 1_000
 READINGS = 30  # per device and run: 30,000 messages
 WORKER_COUNTS = (1, 2, 4)
@@ -87,15 +85,12 @@ def publish(settings: Settings, messages_file: str, times_file: str, rate: float
         clients.append(client)
     while not all(c.is_connected() for c in clients):
         time.sleep(0.01)
-    times = array.array("d", bytes(8 * len(messages)))
     started = time.monotonic()
-    for index, (topic, payload) in enumerate(messages):
-        if rate:
-            ahead = index / rate - (time.monotonic() - started)
-            if ahead > 0:
-                time.sleep(ahead)
-        times[index] = time.time()
-        clients[index % len(clients)].publish(topic, payload, qos=1)
+    times = publish_paced(
+        messages,
+        lambda i, topic, payload: clients[i % len(clients)].publish(topic, payload, 1),
+        rate,
+    )
     while acked[0] < len(messages):
         time.sleep(0.005)
     seconds = time.monotonic() - started
@@ -266,46 +261,23 @@ async def hold_connections(settings: Settings, count: int) -> float:
     return grown * 1024 / count
 
 
-def free_base() -> int:
-    """A base port whose cluster ports (base .. base+30) are all free, below the ephemeral
-    range (where outgoing connections take their local ports)."""
-    for _ in range(100):
-        base = random.randrange(20000, 32000, 50)
-        if all(bindable(base + offset) for offset in range(31)):
-            return base
-    raise RuntimeError("no free port range for the cluster")
-
-
-def bindable(port: int) -> bool:
-    with socket.socket() as sock:
+def measure() -> dict:
+    with private_stack("cluster", shared.STACK, ingest_metrics_port=0) as (single, tmp):
+        shared.prepare_stack(single)
+        clustered = single.model_copy(
+            update={
+                "state_dir": tmp / "clustered",
+                "cluster": NODES,
+                "cluster_port": free_port_range(cluster.PORT_SPAN),
+            }
+        )
+        nodes = Cluster(clustered, cluster.layout(clustered))
         try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def measure(tmp: Path) -> dict:
-    single = Settings(
-        state_dir=tmp / "single",
-        db_url=f"postgresql://gridshare@127.0.0.1:{shared.free_port()}/gridshare",
-        mqtt_url=f"mqtt://127.0.0.1:{shared.free_port()}",
-        ingest_metrics_port=0,
-    )
-    clustered = single.model_copy(
-        update={"state_dir": tmp / "clustered", "cluster": NODES, "cluster_port": free_base()}
-    )
-    nodes = Cluster(clustered, cluster.layout(clustered))
-    try:
-        shared.start_stack(single)
-        progress("starting the cluster")
-        nodes.up()
-        result = run(single, clustered, tmp)
-    finally:
-        nodes.down()
-        Mosquitto(single).down()
-        Postgres(single).down()
-    return result
+            progress("starting the cluster")
+            nodes.up()
+            return run(single, clustered, tmp)
+        finally:
+            nodes.down()
 
 
 def run(single: Settings, clustered: Settings, workdir: Path) -> dict:
@@ -384,15 +356,17 @@ def run(single: Settings, clustered: Settings, workdir: Path) -> dict:
 
 def main() -> None:
     try:
-        with tempfile.TemporaryDirectory(prefix="gridshare-bench-cluster-") as tmp:
-            result = measure(Path(tmp))
-    except (RuntimeError, subprocess.SubprocessError, psycopg.Error, OSError) as exc:
+        result = measure()
+    except (
+        GridshareError,
+        RuntimeError,
+        subprocess.SubprocessError,
+        psycopg.Error,
+        OSError,
+    ) as exc:
         print(json.dumps({"benchmark": "cluster", "error": str(exc)[:500]}))
         sys.exit(1)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    sys.exit(0 if result["meets_target"] else 1)
+    finish("cluster", result, result["meets_target"])
 
 
 if __name__ == "__main__":

@@ -10,11 +10,7 @@ fails. Targets: attestation <= 150k, claim <= 50k, transfer <= 90k.
 
 from __future__ import annotations
 
-import json
-import socket
-import sys
-import tempfile
-from pathlib import Path
+from _common import finish, private_stack
 
 from gridshare.core.chain.accounts import load_accounts
 from gridshare.core.chain.attestation import (
@@ -33,16 +29,9 @@ from gridshare.core.ids import text_id
 from gridshare.core.settings import Settings
 from gridshare.core.stack.anvil import Anvil
 
-RESULTS = Path(__file__).resolve().parent / "results" / "gas.json"
 TARGETS = {"attestation_submit_3of5": 150_000, "claim": 50_000, "transfer": 90_000}
 LEAF_TYPES = ["string", "uint64", "uint256", "uint256"]
 DAY = 86_400
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def leaves_root(devices: int, epoch: int) -> bytes:
@@ -126,16 +115,8 @@ def measure(settings: Settings) -> dict[str, int]:
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory(prefix="gridshare-gas-") as tmp:
-        settings = Settings(
-            state_dir=Path(tmp) / "state", rpc_url=f"http://127.0.0.1:{free_port()}"
-        )
-        anvil = Anvil(settings)
-        anvil.up()
-        try:
-            gas = measure(settings)
-        finally:
-            anvil.down()
+    with private_stack("gas", [Anvil]) as (settings, _):
+        gas = measure(settings)
     result = {
         "gas": gas,
         "targets": TARGETS,
@@ -154,12 +135,7 @@ def main() -> None:
             "holder that already holds tokens",
         },
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    json.dump(result, sys.stdout, indent=2)
-    print()
-    if not all(result["within_targets"].values()):
-        sys.exit(1)
+    finish("gas", result, all(result["within_targets"].values()))
 
 
 if __name__ == "__main__":

@@ -48,10 +48,8 @@ import os
 import pickle
 import secrets
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -59,6 +57,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import psycopg
+from _common import finish, private_stack, publish_paced
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -73,8 +72,8 @@ from gridshare.core.stack.postgres import Postgres
 from gridshare.ingest.broker import BrokerLink, credentials
 from gridshare.ingest.pipe import Raw
 
-RESULTS = Path(__file__).resolve().parent / "results" / "ingest.json"
 GRIDSHARE = str(Path(sys.executable).with_name("gridshare"))
+STACK = [Postgres, Mosquitto]  # run by `private_stack`, then `prepare_stack`
 FLEETS = {1_000: 30, 10_000: 3}  # devices: readings each in the saturating run
 LATENCY_MESSAGES = 10_000
 LATENCY_SHARE = 0.5  # latency is measured at this share of the measured committed rate
@@ -88,12 +87,6 @@ COLUMNS = (
 )
 MAX_EVIDENCE_COST = 0.10  # with evidence within 10% of the rate without
 EVIDENCE_ROUNDS = 2  # backlog drains without and with evidence, alternating
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def mqtt_client(settings: Settings, user: str, client_id: str) -> mqtt.Client:
@@ -115,15 +108,9 @@ def publish(settings: Settings, messages_file: str, times_file: str, rate: float
     client.on_publish = lambda *_: acked.__setitem__(0, acked[0] + 1)
     client.connect(settings.mqtt_host, settings.mqtt_port)
     client.loop_start()
-    times = array.array("d", bytes(8 * len(messages)))
-    started = time.monotonic()
-    for index, (topic, payload) in enumerate(messages):
-        if rate:
-            ahead = index / rate - (time.monotonic() - started)
-            if ahead > 0:
-                time.sleep(ahead)
-        times[index] = time.time()
-        client.publish(topic, payload, qos=1)
+    times = publish_paced(
+        messages, lambda _, topic, payload: client.publish(topic, payload, 1), rate
+    )
     while acked[0] < len(messages):
         time.sleep(0.01)
     client.disconnect()
@@ -587,43 +574,27 @@ def run_fleet(settings: Settings, devices: int, readings: int, workdir: Path) ->
     }
 
 
-def start_stack(settings: Settings) -> None:
-    """PostgreSQL with commit timestamps (for per-message latency) and Mosquitto."""
+def prepare_stack(settings: Settings) -> None:
+    """Restart the running PostgreSQL with commit timestamps (for per-message latency) and
+    migrate."""
     postgres = Postgres(settings)
-    postgres.up()
+    postgres.down()
     with open(postgres.data / "postgresql.conf", "a") as conf:
         conf.write("track_commit_timestamp = on\n")
-    postgres.down()
     postgres.up()
-    Mosquitto(settings).up()
     db.migrate(settings)
-
-
-def bench_settings(tmp: str) -> Settings:
-    return Settings(
-        state_dir=Path(tmp) / "state",
-        db_url=f"postgresql://gridshare@127.0.0.1:{free_port()}/gridshare",
-        mqtt_url=f"mqtt://127.0.0.1:{free_port()}",
-        mqtt_device_url=f"mqtts://127.0.0.1:{free_port()}",
-        ingest_metrics_port=0,
-    )
 
 
 def main() -> None:
     load_at_start = round(os.getloadavg()[0], 2)
-    with tempfile.TemporaryDirectory(prefix="gridshare-bench-ingest-") as tmp:
-        settings = bench_settings(tmp)
-        try:
-            start_stack(settings)
-            with db.connect(settings) as conn:
-                flavor = str(db.schema_flavor(conn))
-            fleets = {
-                str(devices): run_fleet(settings, devices, readings, Path(tmp))
-                for devices, readings in FLEETS.items()
-            }
-        finally:
-            Mosquitto(settings).down()
-            Postgres(settings).down()
+    with private_stack("ingest", STACK, ingest_metrics_port=0) as (settings, tmp):
+        prepare_stack(settings)
+        with db.connect(settings) as conn:
+            flavor = str(db.schema_flavor(conn))
+        fleets = {
+            str(devices): run_fleet(settings, devices, readings, tmp)
+            for devices, readings in FLEETS.items()
+        }
     result = {
         "benchmark": "ingest",
         "cpus": os.cpu_count(),
@@ -635,11 +606,7 @@ def main() -> None:
         "target_committed_msgs_per_s": TARGET_COMMITTED,
         "meets_target": all(f["meets_target"] for f in fleets.values()),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    if not result["meets_target"]:
-        sys.exit(1)
+    finish("ingest", result, result["meets_target"])
 
 
 # --- flood mode: latency of well-behaved devices while one device floods -----------------
@@ -743,25 +710,16 @@ def run_flood(settings: Settings, workdir: Path) -> dict:
 
 
 def main_flood() -> None:
-    with tempfile.TemporaryDirectory(prefix="gridshare-bench-flood-") as tmp:
-        settings = bench_settings(tmp)
-        try:
-            start_stack(settings)
-            figures = run_flood(settings, Path(tmp))
-        finally:
-            Mosquitto(settings).down()
-            Postgres(settings).down()
+    with private_stack("flood", STACK, ingest_metrics_port=0) as (settings, tmp):
+        prepare_stack(settings)
+        figures = run_flood(settings, tmp)
     result = {
         "benchmark": "ingest_flood",
         "cpus": os.cpu_count(),
         "loadavg_1m": round(os.getloadavg()[0], 2),
         **figures,
     }
-    path = RESULTS.with_name("ingest_flood.json")
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    if not result["meets_target"]:
-        sys.exit(1)
+    finish("ingest_flood", result, result["meets_target"])
 
 
 if __name__ == "__main__":

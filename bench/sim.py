@@ -23,15 +23,11 @@ from __future__ import annotations
 import json
 import os
 import resource
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results" / "sim.json"
 FLEETS = {1_000: 20, 10_000: 8}  # devices: readings each in the saturating run
 CLIENT_MESSAGES = 20_000
 PAYLOAD = b"x" * 380
@@ -39,12 +35,6 @@ TOPIC = "gridshare/v1/devices/cp-000001/telemetry"
 PACED_DEVICES, PACED_RATE, PACED_WALL_S = 10_000, 2_000.0, 30.0
 INTERVAL = 300.0
 START = datetime(2026, 11, 1, tzinfo=UTC)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def child(settings_json: str, devices: int, speed: float, duration: float) -> None:
@@ -192,63 +182,51 @@ def run_client(settings_json: str, which: str) -> float:
 
 
 def main() -> None:
-    from gridshare.core import db, stack
+    from _common import finish, private_stack
+
+    from gridshare.core import db
     from gridshare.core.chain.compile import compile_contracts
     from gridshare.core.chain.deploy import deploy
     from gridshare.core.logs import setup_logging
-    from gridshare.core.settings import Settings
     from gridshare.gateway.provision import provision
 
     setup_logging("WARNING")
-    with tempfile.TemporaryDirectory(prefix="gridshare-bench-sim-") as tmp:
-        settings = Settings(
-            state_dir=Path(tmp) / "state",
-            db_url=f"postgresql://gridshare@127.0.0.1:{free_port()}/gridshare",
-            mqtt_url=f"mqtt://127.0.0.1:{free_port()}",
-            mqtt_device_url=f"mqtts://127.0.0.1:{free_port()}",
-            rpc_url=f"http://127.0.0.1:{free_port()}",
-        )
-        stack.up(settings)
-        try:
-            db.migrate(settings)
-            settings_json = settings.model_dump_json()
-            results: dict = {
-                "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                "cpus": os.cpu_count(),
-                "load_average_before": [round(x, 2) for x in os.getloadavg()],
-                "fleets": {},
-            }
-            for devices, readings in FLEETS.items():
-                results["fleets"][str(devices)] = run_child(
-                    settings_json, devices, 1e9, readings * INTERVAL
-                )
-                print(json.dumps({str(devices): results["fleets"][str(devices)]}), flush=True)
-            speed = PACED_RATE * INTERVAL / PACED_DEVICES
-            paced = run_child(settings_json, PACED_DEVICES, speed, PACED_WALL_S * speed)
-            paced["offered_msgs_per_s"] = PACED_RATE
-            results["paced_10000"] = paced
-            print(json.dumps({"paced": paced}), flush=True)
-            compile_contracts()
-            deploy(settings)
-            first = provision(settings, pools=3, per_pool=3334, chain=False)
-            started = time.monotonic()
-            second = provision(settings, pools=3, per_pool=3334, chain=True)
-            results["provision_10000"] = {
-                "devices": first.devices_total,
-                "keys_db_broker_seconds": first.seconds,
-                "chain_seconds": round(time.monotonic() - started, 2),
-                "registered_on_chain": second.chain.devices_registered_now,
-            }
-            results["mqtt_client_cpu_ms_per_publish"] = {
-                "paho_mqtt_2": round(run_client(settings_json, "paho"), 4),
-                "gridshare_sim_mqtt_uvloop": round(run_client(settings_json, "own"), 4),
-            }
-            results["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
-        finally:
-            stack.down(settings)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results, indent=2))
+    with private_stack("sim", None) as (settings, _):
+        db.migrate(settings)
+        settings_json = settings.model_dump_json()
+        results: dict = {
+            "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "cpus": os.cpu_count(),
+            "load_average_before": [round(x, 2) for x in os.getloadavg()],
+            "fleets": {},
+        }
+        for devices, readings in FLEETS.items():
+            results["fleets"][str(devices)] = run_child(
+                settings_json, devices, 1e9, readings * INTERVAL
+            )
+            print(json.dumps({str(devices): results["fleets"][str(devices)]}), flush=True)
+        speed = PACED_RATE * INTERVAL / PACED_DEVICES
+        paced = run_child(settings_json, PACED_DEVICES, speed, PACED_WALL_S * speed)
+        paced["offered_msgs_per_s"] = PACED_RATE
+        results["paced_10000"] = paced
+        print(json.dumps({"paced": paced}), flush=True)
+        compile_contracts()
+        deploy(settings)
+        first = provision(settings, pools=3, per_pool=3334, chain=False)
+        started = time.monotonic()
+        second = provision(settings, pools=3, per_pool=3334, chain=True)
+        results["provision_10000"] = {
+            "devices": first.devices_total,
+            "keys_db_broker_seconds": first.seconds,
+            "chain_seconds": round(time.monotonic() - started, 2),
+            "registered_on_chain": second.chain.devices_registered_now,
+        }
+        results["mqtt_client_cpu_ms_per_publish"] = {
+            "paho_mqtt_2": round(run_client(settings_json, "paho"), 4),
+            "gridshare_sim_mqtt_uvloop": round(run_client(settings_json, "own"), 4),
+        }
+        results["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    finish("sim", results)
 
 
 if __name__ == "__main__":
