@@ -13,7 +13,15 @@ from gridshare.core import db
 from gridshare.core.settings import Settings
 from gridshare.core.stack.mosquitto import Mosquitto
 from gridshare.core.stack.postgres import Postgres
-from tests.ingest.fleet import Device, IngestProcess, Pacer, Publisher, register, wait_until
+from tests.ingest.fleet import (
+    Device,
+    IngestProcess,
+    Pacer,
+    Publisher,
+    register,
+    stored,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 DEVICES, READINGS, RATE = 40, 50, 400.0  # 2,000 messages over about 5 s
@@ -23,12 +31,7 @@ def count(settings: Settings, devices: list[Device]) -> tuple[int, int]:
     """(rows, distinct keys) on a fresh connection (the database may have restarted)."""
     try:
         with db.connect(settings) as conn:
-            row = conn.execute(
-                "SELECT count(*), count(DISTINCT (device_id, seq)) FROM telemetry"
-                " WHERE device_id = ANY(%s)",
-                ([d.device_id for d in devices],),
-            ).fetchone()
-            return row[0], row[1]
+            return stored(conn, devices)
     except Exception:
         return -1, -1
 
