@@ -7,13 +7,20 @@ from rich.console import Console
 
 from gridshare.core.logs import setup_logging
 from gridshare.core.payloads import DeviceType
-from gridshare.core.settings import get_settings
+from gridshare.core.settings import Settings, get_settings
 from gridshare.gateway.flags import clear_flags
 from gridshare.gateway.ocpp import provision_ocpp, set_tariff
 from gridshare.gateway.provision import provision, revoke, rotate_key
 
 app = typer.Typer(no_args_is_help=True, help="Device identities, pools and registration.")
 console = Console()
+
+
+def _settings() -> Settings:
+    """The settings, logging set up as they say (commands that change devices log why)."""
+    settings = get_settings()
+    setup_logging(settings.log_level)
+    return settings
 
 
 @app.command("provision")
@@ -35,8 +42,7 @@ def provision_command(
     ),
 ) -> None:
     """Create pools of devices: keys, DB rows, broker logins, on-chain tokens and registry."""
-    settings = get_settings()
-    setup_logging(settings.log_level)
+    settings = _settings()
     result = provision(
         settings, pools, per_pool, device_type, share_bps, not skip_chain, rated_power_w, max_tariff
     )
@@ -54,8 +60,7 @@ def provision_command(
 @app.command("rotate-key")
 def rotate_key_command(device_id: str = typer.Argument(..., help="e.g. cp-000001")) -> None:
     """Give a device a new signing key and broker password (chain, database, broker, file)."""
-    settings = get_settings()
-    setup_logging(settings.log_level)
+    settings = _settings()
     identity = rotate_key(settings, device_id)
     console.print(f"{device_id}: new signing address {identity.address}")
 
@@ -63,8 +68,7 @@ def rotate_key_command(device_id: str = typer.Argument(..., help="e.g. cp-000001
 @app.command("revoke")
 def revoke_command(device_id: str = typer.Argument(..., help="e.g. cp-000001")) -> None:
     """Take a device out of service: broker login and session, database, chain."""
-    settings = get_settings()
-    setup_logging(settings.log_level)
+    settings = _settings()
     on_chain = revoke(settings, device_id)
     state = "deactivated on-chain" if on_chain else "not active on-chain"
     console.print(f"{device_id}: revoked (broker login removed, inactive; {state})")
@@ -77,8 +81,7 @@ def provision_ocpp_command(
     skip_chain: bool = typer.Option(False, "--skip-chain", help="Register on-chain later."),
 ) -> None:
     """A device for an OCPP charger; prints the charger's password (shown only once)."""
-    settings = get_settings()
-    setup_logging(settings.log_level)
+    settings = _settings()
     charger = provision_ocpp(settings, pool, charger_id, chain=not skip_chain)
     console.print(
         f"{charger.charger_id}: device {charger.device_id} in {charger.pool}"
@@ -106,8 +109,7 @@ def clear_flag_command(
     reason: str = typer.Option(..., "--reason", help="Why the device is trusted again."),
 ) -> None:
     """Clear a device's open flags (e.g. a conflicting reading), recording who and why."""
-    settings = get_settings()
-    setup_logging(settings.log_level)
+    settings = _settings()
     cleared = clear_flags(settings, device_id, reason)
     console.print(
         f"{device_id}: {cleared} open flag(s) cleared" if cleared else f"{device_id}: no open flags"

@@ -182,19 +182,10 @@ def rotate_key(settings: Settings, device_id: str) -> DeviceIdentity:
         rotated = with_new_key(current, broker_endpoint(settings))
         write_identity(settings, rotated, suffix=".new")
     with db.connect(settings, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT registered_tx FROM devices WHERE device_id = %s", (device_id,)
-        ).fetchone()
-        if row is None:
-            raise ProvisionError(f"device {device_id}: not in the database; provision it first")
-        if row[0] is not None:
+        registered = _registered(conn, device_id, "; provision it first")
+        if registered:
             onchain.rotate_key(settings, device_id, rotated.address)
-        with conn.transaction():
-            conn.execute(
-                "UPDATE devices SET address = %s, updated_at = now() WHERE device_id = %s",
-                (rotated.address, device_id),
-            )
-            conn.execute("SELECT pg_notify(%s, %s)", (db.DEVICES_CHANNEL, device_id))
+        _update_device(conn, device_id, "address = %s", rotated.address)
     auth = device_logins(settings)
     auth.remove_users([current.mqtt_username])  # ends the session under the old password
     auth.add_users({rotated.mqtt_username: rotated.mqtt_password})
@@ -213,21 +204,34 @@ def revoke(settings: Settings, device_id: str) -> bool:
     then on), and the DeviceRegistry deactivates it. Idempotent; True if the device was
     deactivated on-chain by this call. The identity file stays, for the record."""
     with db.connect(settings, autocommit=True) as conn:
-        row = conn.execute(
-            "SELECT registered_tx FROM devices WHERE device_id = %s", (device_id,)
-        ).fetchone()
-        if row is None:
-            raise ProvisionError(f"device {device_id}: not in the database")
+        registered = _registered(conn, device_id)
         device_logins(settings).remove_users([device_id])
-        with conn.transaction():
-            conn.execute(
-                "UPDATE devices SET active = false, updated_at = now() WHERE device_id = %s",
-                (device_id,),
-            )
-            conn.execute("SELECT pg_notify(%s, %s)", (db.DEVICES_CHANNEL, device_id))
-    on_chain = row[0] is not None and onchain.deactivate(settings, device_id)
+        _update_device(conn, device_id, "active = %s", False)
+    on_chain = registered and onchain.deactivate(settings, device_id)
     log.info("device revoked", extra={"fields": {"device_id": device_id, "chain": on_chain}})
     return on_chain
+
+
+def _registered(conn: psycopg.Connection, device_id: str, hint: str = "") -> bool:
+    """Whether the device is registered on-chain; a one-line error if it has no row."""
+    row = conn.execute(
+        "SELECT registered_tx FROM devices WHERE device_id = %s", (device_id,)
+    ).fetchone()
+    if row is None:
+        raise ProvisionError(f"device {device_id}: not in the database{hint}")
+    return row[0] is not None
+
+
+def _update_device(
+    conn: psycopg.Connection, device_id: str, assignment: str, value: object
+) -> None:
+    """Change a device row and tell the ingest workers (they LISTEN) in one transaction."""
+    with conn.transaction():
+        conn.execute(
+            f"UPDATE devices SET {assignment}, updated_at = now() WHERE device_id = %s",
+            (value, device_id),
+        )
+        conn.execute("SELECT pg_notify(%s, %s)", (db.DEVICES_CHANNEL, device_id))
 
 
 def _existing_pools(conn: psycopg.Connection) -> set[str]:
