@@ -13,11 +13,11 @@ After the last attested epoch, readings as stored now, never below the last used
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from psycopg import AsyncConnection
 
-from gridshare.api.readings import Bucket, ReadingStore, bucketed, meters_at
+from gridshare.api.readings import Bucket, BucketQuery, ReadingStore, bucketed, meters_at
 from gridshare.core import meter_rule as rule
 from gridshare.core.timegrid import micros
 from gridshare.oracle.leaves import DeviceLeaf
@@ -109,17 +109,13 @@ async def _value_in(
 
 
 async def income_buckets(
-    store: ReadingStore,
-    conn: AsyncConnection,
-    device_id: str,
-    start: datetime,
-    end: datetime,
-    step: timedelta,
+    store: ReadingStore, conn: AsyncConnection, query: BucketQuery
 ) -> list[Bucket]:
     """Revenue per bucket over [start, end): the attested meter inside attested epochs (see
     the module docstring), readings as stored elsewhere."""
-    buckets = await bucketed(store, conn, device_id, start, end, step, with_stats=False)
-    spans, before = await _spans(conn, device_id, start, end)
+    device_id, start, step = query.device_id, query.start, query.step
+    buckets = await bucketed(store, conn, query, with_stats=False)
+    spans, before = await _spans(conn, device_id, start, query.end)
     if not buckets or (not spans and before is None):
         return buckets
     edges = [b.start for b in buckets] + [buckets[-1].end]

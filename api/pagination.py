@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
+
+from psycopg import AsyncConnection
 
 from gridshare.api.errors import bad_request
 
@@ -35,3 +38,37 @@ def decode(kind: str, untrusted_cursor: str, types: tuple[type, ...]) -> list[st
     ):
         raise bad_request("cursor: not a cursor from this listing")
     return value[1:]
+
+
+class Listing:
+    """A listing's query: a SELECT, the filters a request asks for, then one keyset page."""
+
+    def __init__(self, select: str, params: Sequence[object] = ()) -> None:
+        self.select = select
+        self.conditions: list[str] = []
+        self.params = list(params)
+
+    def where(self, condition: str, value: object) -> None:
+        """Add a condition with one `%s` placeholder for `value`."""
+        self.conditions.append(condition)
+        self.params.append(value)
+
+    def after(self, kind: str, cursor: str | None, condition: str, types: tuple[type, ...]) -> None:
+        """Continue after the key in `cursor` (none: from the start); `condition` has one
+        placeholder per part of the key."""
+        if cursor is not None:
+            self.conditions.append(condition)
+            self.params.extend(decode(kind, cursor, types))
+
+    async def page(
+        self, conn: AsyncConnection, order_by: str, limit: int
+    ) -> tuple[list[tuple], bool]:
+        """Up to `limit` rows in `order_by` order, and whether more follow (one row more is
+        fetched to tell)."""
+        sql = self.select
+        if self.conditions:
+            sql += " WHERE " + " AND ".join(self.conditions)
+        sql += f" ORDER BY {order_by} LIMIT %s"
+        cur = await conn.execute(sql, [*self.params, limit + 1])
+        rows = await cur.fetchall()
+        return rows[:limit], len(rows) > limit

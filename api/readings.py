@@ -111,6 +111,16 @@ def bounds(start: datetime, end: datetime, step: timedelta) -> list[datetime]:
     return [start + i * step for i in range(count + 1)]
 
 
+@dataclass(frozen=True)
+class BucketQuery:
+    """One device's buckets of `step` over [start, end)."""
+
+    device_id: str
+    start: datetime
+    end: datetime
+    step: timedelta
+
+
 class ReadingStore(Protocol):
     """What the API needs from stored readings: meters at bounds and per-bucket stats."""
 
@@ -120,16 +130,17 @@ class ReadingStore(Protocol):
         """Readings sufficient to evaluate the meters at every bound (time-sorted)."""
         ...
 
-    async def stats(
-        self,
-        conn: AsyncConnection,
-        device_id: str,
-        start: datetime,
-        end: datetime,
-        step: timedelta,
-    ) -> dict[datetime, BucketStats]:
+    async def stats(self, conn: AsyncConnection, query: BucketQuery) -> dict[datetime, BucketStats]:
         """Averages of instantaneous readings per bucket start (buckets without data absent)."""
         ...
+
+
+async def _stats(
+    conn: AsyncConnection, sql: str, query: BucketQuery
+) -> dict[datetime, BucketStats]:
+    params = {"step": query.step, "device": query.device_id, "start": query.start, "end": query.end}
+    cur = await conn.execute(sql, params)
+    return {r[0]: BucketStats(r[1], r[2], r[3], r[4]) for r in await cur.fetchall()}
 
 
 def _knots(rows: list[tuple]) -> list[Knot]:
@@ -168,17 +179,8 @@ class RawReadings:
         cur = await conn.execute(self.KNOTS_SQL, params)
         return _knots(await cur.fetchall())
 
-    async def stats(
-        self,
-        conn: AsyncConnection,
-        device_id: str,
-        start: datetime,
-        end: datetime,
-        step: timedelta,
-    ) -> dict[datetime, BucketStats]:
-        params = {"step": step, "device": device_id, "start": start, "end": end}
-        cur = await conn.execute(self.STATS_SQL, params)
-        return {r[0]: BucketStats(r[1], r[2], r[3], r[4]) for r in await cur.fetchall()}
+    async def stats(self, conn: AsyncConnection, query: BucketQuery) -> dict[datetime, BucketStats]:
+        return await _stats(conn, self.STATS_SQL, query)
 
 
 class HourlyReadings:
@@ -239,19 +241,10 @@ class HourlyReadings:
         rows.extend(await cur.fetchall())
         return _knots(rows)
 
-    async def stats(
-        self,
-        conn: AsyncConnection,
-        device_id: str,
-        start: datetime,
-        end: datetime,
-        step: timedelta,
-    ) -> dict[datetime, BucketStats]:
-        if step % timedelta(hours=1):
-            return await self.raw.stats(conn, device_id, start, end, step)
-        params = {"step": step, "device": device_id, "start": start, "end": end}
-        cur = await conn.execute(self.STATS_SQL, params)
-        return {r[0]: BucketStats(r[1], r[2], r[3], r[4]) for r in await cur.fetchall()}
+    async def stats(self, conn: AsyncConnection, query: BucketQuery) -> dict[datetime, BucketStats]:
+        if query.step % timedelta(hours=1):
+            return await self.raw.stats(conn, query)
+        return await _stats(conn, self.STATS_SQL, query)
 
 
 @dataclass(frozen=True)
@@ -264,18 +257,12 @@ class Bucket:
 
 
 async def bucketed(
-    store: ReadingStore,
-    conn: AsyncConnection,
-    device_id: str,
-    start: datetime,
-    end: datetime,
-    step: timedelta,
-    with_stats: bool,
+    store: ReadingStore, conn: AsyncConnection, query: BucketQuery, with_stats: bool
 ) -> list[Bucket]:
     """Per-bucket meter differences (and optionally averages) over [start, end)."""
-    edges = bounds(start, end, step)
-    knots = await store.knots(conn, device_id, edges, step)
-    stats = await store.stats(conn, device_id, start, end, step) if with_stats else {}
+    edges = bounds(query.start, query.end, query.step)
+    knots = await store.knots(conn, query.device_id, edges, query.step)
+    stats = await store.stats(conn, query) if with_stats else {}
     values = meters_at(knots, [micros(t) for t in edges])
     out = []
     for i in range(len(edges) - 1):

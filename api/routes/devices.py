@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 
 from gridshare.api import pagination
 from gridshare.api.attested import income_buckets
 from gridshare.api.deps import Conn, Context
 from gridshare.api.errors import bad_request, not_found
-from gridshare.api.readings import BUCKETS, MAX_POINTS, bucketed
+from gridshare.api.readings import BUCKETS, MAX_POINTS, BucketQuery, bucketed
 from gridshare.api.schemas import (
     BucketName,
     Device,
@@ -94,32 +95,20 @@ async def list_devices(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=200, description="from next_cursor")] = None,
 ) -> DevicePage:
-    where, params = [], []
+    listing = pagination.Listing(
+        f"SELECT {DEVICE_COLUMNS} FROM devices d LEFT JOIN device_state s USING (device_id)"
+    )
     if pool is not None:
-        where.append("d.pool = %s")
-        params.append(pool)
+        listing.where("d.pool = %s", pool)
     if type is not None:
-        where.append("d.type = %s")
-        params.append(type)
+        listing.where("d.type = %s", type)
     if status in ("online", "offline"):
-        where.append("coalesce(s.online, false) = %s")
-        params.append(status == "online")
+        listing.where("coalesce(s.online, false) = %s", status == "online")
     elif status is not None:
-        where.append("s.status = %s")
-        params.append(status)
-    if cursor is not None:
-        (after,) = pagination.decode("devices", cursor, (str,))
-        where.append("d.device_id > %s")
-        params.append(after)
-    sql = f"SELECT {DEVICE_COLUMNS} FROM devices d LEFT JOIN device_state s USING (device_id)"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY d.device_id LIMIT %s"
-    params.append(limit + 1)
-    cur = await conn.execute(sql, params)
-    rows = await cur.fetchall()
-    items = [device_from_row(r) for r in rows[:limit]]
-    more = len(rows) > limit
+        listing.where("s.status = %s", status)
+    listing.after("devices", cursor, "d.device_id > %s", (str,))
+    rows, more = await listing.page(conn, "d.device_id", limit)
+    items = [device_from_row(r) for r in rows]
     next_cursor = pagination.encode("devices", [items[-1].device_id]) if more else None
     return DevicePage(items=items, next_cursor=next_cursor)
 
@@ -184,25 +173,41 @@ End = Annotated[
 Bucket = Annotated[BucketName, Query(description="bucket width")]
 
 
+@dataclass(frozen=True)
+class SeriesWindow:
+    """A series request checked: a known device and an aligned window of buckets."""
+
+    bucket: BucketName
+    query: BucketQuery
+
+    def header(self) -> dict[str, object]:
+        """What a series response says about itself."""
+        q = self.query
+        return {"device_id": q.device_id, "bucket": self.bucket, "start": q.start, "end": q.end}
+
+
+async def series_window(
+    conn: Conn, device_id: DeviceId, start: Start = None, end: End = None, bucket: Bucket = "1h"
+) -> SeriesWindow:
+    """400 on a bad window, then 404 for an unknown device."""
+    lo, hi, step = window(start, end, bucket)
+    await _known(conn, device_id)
+    return SeriesWindow(bucket, BucketQuery(device_id, lo, hi, step))
+
+
+Series = Annotated[SeriesWindow, Depends(series_window)]
+
+
 @router.get(
     "/{device_id}/telemetry",
     response_model=TelemetrySeries,
     summary="Time-bucketed energy, revenue, power and state of charge",
     responses={404: {"description": "unknown device"}},
 )
-async def telemetry(
-    ctx: Context,
-    conn: Conn,
-    device_id: DeviceId,
-    start: Start = None,
-    end: End = None,
-    bucket: Bucket = "1h",
-) -> Response:
+async def telemetry(ctx: Context, conn: Conn, q: Series) -> Response:
     """Energy and revenue per bucket are meter differences at the bucket bounds (the oracle's
     rule, SPEC §7); power and state of charge are averages of the readings in the bucket."""
-    lo, hi, step = window(start, end, bucket)
-    await _known(conn, device_id)
-    buckets = await bucketed(ctx.store, conn, device_id, lo, hi, step, with_stats=True)
+    buckets = await bucketed(ctx.store, conn, q.query, with_stats=True)
     points = [
         TelemetryPoint(
             start=b.start,
@@ -216,7 +221,7 @@ async def telemetry(
         )
         for b in buckets
     ]
-    series = TelemetrySeries(device_id=device_id, bucket=bucket, start=lo, end=hi, points=points)
+    series = TelemetrySeries(**q.header(), points=points)
     return Response(series.model_dump_json(), media_type="application/json")
 
 
@@ -226,26 +231,14 @@ async def telemetry(
     summary="Revenue per bucket (minor currency units)",
     responses={404: {"description": "unknown device"}},
 )
-async def income(
-    ctx: Context,
-    conn: Conn,
-    device_id: DeviceId,
-    start: Start = None,
-    end: End = None,
-    bucket: Bucket = "1h",
-) -> Response:
+async def income(ctx: Context, conn: Conn, q: Series) -> Response:
     """Revenue meter differences at the bucket bounds: inside an attested settlement period
     the meter as the oracle read it (its data cutoff, its used start and end values), so the
     buckets add up exactly to the device's attested figure, late readings included."""
-    lo, hi, step = window(start, end, bucket)
-    await _known(conn, device_id)
-    buckets = await income_buckets(ctx.store, conn, device_id, lo, hi, step)
+    buckets = await income_buckets(ctx.store, conn, q.query)
     points = [IncomePoint(start=b.start, end=b.end, revenue_minor=b.revenue_minor) for b in buckets]
     series = IncomeSeries(
-        device_id=device_id,
-        bucket=bucket,
-        start=lo,
-        end=hi,
+        **q.header(),
         currency=CURRENCY,
         total_minor=sum(p.revenue_minor for p in points),
         points=points,

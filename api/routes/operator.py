@@ -30,24 +30,14 @@ async def quarantine(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> QuarantinePage:
-    where, params = [], []
-    if reason is not None:
-        where.append("reason = %s")
-        params.append(reason)
-    if cursor is not None:
-        (before,) = pagination.decode("quarantine", cursor, (int,))
-        where.append("id < %s")
-        params.append(before)
-    sql = (
+    listing = pagination.Listing(
         "SELECT id, received_at, topic, reason, detail, device_id, octet_length(payload)"
         " FROM quarantine"
     )
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY id DESC LIMIT %s"
-    params.append(limit + 1)
-    cur = await conn.execute(sql, params)
-    rows = await cur.fetchall()
+    if reason is not None:
+        listing.where("reason = %s", reason)
+    listing.after("quarantine", cursor, "id < %s", (int,))
+    rows, more = await listing.page(conn, "id DESC", limit)
     items = [
         QuarantineItem(
             id=r[0],
@@ -58,9 +48,8 @@ async def quarantine(
             device_id=r[5],
             payload_size=r[6],
         )
-        for r in rows[:limit]
+        for r in rows
     ]
-    more = len(rows) > limit
     return QuarantinePage(
         items=items, next_cursor=pagination.encode("quarantine", [items[-1].id]) if more else None
     )

@@ -169,16 +169,10 @@ async def attestations(
     cursor: Annotated[str | None, Query(max_length=200)] = None,
 ) -> AttestationPage:
     pool_id = await _known_pool(conn, pool)
-    sql = f"SELECT {ATTESTATION_COLUMNS} FROM oracle_epochs WHERE pool = %s"
-    params: list[object] = [pool]
-    if cursor is not None:
-        (before,) = pagination.decode("attestations", cursor, (int,))
-        sql += " AND epoch < %s"
-        params.append(before)
-    sql += " ORDER BY epoch DESC LIMIT %s"
-    params.append(limit + 1)
-    cur = await conn.execute(sql, params)
-    rows = await cur.fetchall()
+    listing = pagination.Listing(f"SELECT {ATTESTATION_COLUMNS} FROM oracle_epochs")
+    listing.where("pool = %s", pool)
+    listing.after("attestations", cursor, "epoch < %s", (int,))
+    rows, more = await listing.page(conn, "epoch DESC", limit)
     items = [
         Attestation(
             pool=r[0],
@@ -194,9 +188,8 @@ async def attestations(
             state=r[10],
             tx_hash=r[11],
         )
-        for r in rows[:limit]
+        for r in rows
     ]
-    more = len(rows) > limit
     next_cursor = pagination.encode("attestations", [items[-1].epoch]) if more else None
     items = await with_settlement(ctx.chain, pool_id, items)
     return AttestationPage(items=items, next_cursor=next_cursor)

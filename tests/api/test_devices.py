@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from gridshare.api.readings import HourlyReadings, RawReadings, bucketed
+from gridshare.api.readings import BucketQuery, HourlyReadings, RawReadings, bucketed
 from gridshare.core.settings import Settings
 from gridshare.core.signing import address_for_key, recover
 from tests.api.data import DAY0, Fleet, meter_at
@@ -155,12 +155,9 @@ def test_both_reading_stores_give_the_same_buckets(stack_settings: Settings, fle
             for device in fleet.devices:
                 for step in (timedelta(hours=1), timedelta(hours=6), timedelta(days=1)):
                     start, end = DAY0 - timedelta(days=1), DAY0 + timedelta(days=3)
-                    raw = await bucketed(
-                        RawReadings(), conn, device.device_id, start, end, step, True
-                    )
-                    hourly = await bucketed(
-                        HourlyReadings(), conn, device.device_id, start, end, step, True
-                    )
+                    query = BucketQuery(device.device_id, start, end, step)
+                    raw = await bucketed(RawReadings(), conn, query, True)
+                    hourly = await bucketed(HourlyReadings(), conn, query, True)
                     assert [(b.start, b.energy_wh, b.revenue_minor) for b in raw] == [
                         (b.start, b.energy_wh, b.revenue_minor) for b in hourly
                     ]

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from fastapi.testclient import TestClient
 
-from gridshare.api.readings import Bucket, HourlyReadings, RawReadings, bucketed
+from gridshare.api.readings import Bucket, BucketQuery, HourlyReadings, RawReadings, bucketed
 from gridshare.core import db
 from gridshare.core.settings import Settings
 
@@ -143,7 +143,8 @@ def _run_refresh_job(conn: psycopg.Connection) -> bool:
 def _buckets(settings: Settings, store: HourlyReadings | RawReadings) -> list[Bucket]:
     async def read() -> list[Bucket]:
         async with await psycopg.AsyncConnection.connect(settings.db_url) as conn:
-            return await bucketed(store, conn, DEVICE, START, START + 6 * HOUR, HOUR, True)
+            query = BucketQuery(DEVICE, START, START + 6 * HOUR, HOUR)
+            return await bucketed(store, conn, query, True)
 
     return asyncio.run(read())
 
