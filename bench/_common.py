@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import array
 import json
+import os
 import sys
 import tempfile
 import time
@@ -79,6 +80,22 @@ def publish_paced(
         times[index] = time.time()
         publish(index, topic, payload)
     return times
+
+
+def load_average() -> float:
+    """The 1-minute load average (2 shared cores: other work shows here)."""
+    return round(os.getloadavg()[0], 2)
+
+
+def conditions(name: str, db_flavor: str, load_at_start: float) -> dict[str, Any]:
+    """The head of a database benchmark's result: what ran, on what, under what load."""
+    return {
+        "benchmark": name,
+        "cpus": os.cpu_count(),
+        "db_flavor": db_flavor,
+        "loadavg_1m_at_start": load_at_start,
+        "loadavg_1m": load_average(),
+    }
 
 
 def finish(

@@ -41,7 +41,7 @@ import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import finish, private_stack, publish_paced
+from _common import finish, load_average, private_stack, publish_paced
 
 import ingest as shared  # bench/ingest.py: its stack, signing and commit-time helpers
 from gridshare.core import db
@@ -334,7 +334,7 @@ def run(single: Settings, clustered: Settings, workdir: Path) -> dict:
     return {
         "benchmark": "cluster",
         "cpus": os.cpu_count(),
-        "loadavg_1m": round(os.getloadavg()[0], 2),
+        "loadavg_1m": load_average(),
         "devices": DEVICES,
         "messages_per_run": DEVICES * READINGS,
         "mosquitto": {"workers": 1, "committed_msgs_per_s": round(mosquitto_rate)},

@@ -57,7 +57,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import psycopg
-from _common import finish, private_stack, publish_paced
+from _common import conditions, finish, load_average, private_stack, publish_paced
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -586,7 +586,7 @@ def prepare_stack(settings: Settings) -> None:
 
 
 def main() -> None:
-    load_at_start = round(os.getloadavg()[0], 2)
+    load_at_start = load_average()
     with private_stack("ingest", STACK, ingest_metrics_port=0) as (settings, tmp):
         prepare_stack(settings)
         with db.connect(settings) as conn:
@@ -596,11 +596,7 @@ def main() -> None:
             for devices, readings in FLEETS.items()
         }
     result = {
-        "benchmark": "ingest",
-        "cpus": os.cpu_count(),
-        "db_flavor": flavor,
-        "loadavg_1m_at_start": load_at_start,
-        "loadavg_1m": round(os.getloadavg()[0], 2),
+        **conditions("ingest", flavor, load_at_start),
         "fleets": fleets,
         "committed_msgs_per_s": min(f["committed_msgs_per_s"] for f in fleets.values()),
         "target_committed_msgs_per_s": TARGET_COMMITTED,
@@ -716,7 +712,7 @@ def main_flood() -> None:
     result = {
         "benchmark": "ingest_flood",
         "cpus": os.cpu_count(),
-        "loadavg_1m": round(os.getloadavg()[0], 2),
+        "loadavg_1m": load_average(),
         **figures,
     }
     finish("ingest_flood", result, result["meets_target"])

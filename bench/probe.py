@@ -20,24 +20,17 @@ batch's day, and is faster than the unbounded lookup.
 
 from __future__ import annotations
 
-import json
-import os
-import socket
 import statistics
-import sys
-import tempfile
 import time
-from pathlib import Path
 
 import psycopg
+from _common import conditions, finish, load_average, private_stack
 from psycopg import sql
 
 from gridshare.core import db
-from gridshare.core.settings import Settings
 from gridshare.core.stack.postgres import Postgres
 from gridshare.ingest.writer import NEIGHBOURS, twin_probe
 
-RESULTS = Path(__file__).resolve().parent / "results" / "probe.json"
 DEVICES = 200
 DAYS = 60
 EVERY_MINUTES = 120
@@ -48,12 +41,6 @@ FILL = """INSERT INTO telemetry (time, device_id, seq, status, energy_wh_total,
 SELECT date_trunc('minute', now()) - n * make_interval(mins => %s), 'bench-' || d,
   1000000 - n, 'idle', 1000000 - n, 0, ''::bytea, ''::bytea
 FROM generate_series(1, %s) AS d, generate_series(0, %s) AS n"""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def median_ms(conn: psycopg.Connection, query: sql.Composable, params: tuple) -> float:
@@ -111,27 +98,14 @@ def measure(conn: psycopg.Connection) -> dict:
 
 
 def main() -> None:
-    load_at_start = round(os.getloadavg()[0], 2)
-    with tempfile.TemporaryDirectory(prefix="gridshare-bench-probe-") as tmp:
-        settings = Settings(
-            state_dir=Path(tmp) / "state",
-            db_url=f"postgresql://gridshare@127.0.0.1:{free_port()}/gridshare",
-        )
-        postgres = Postgres(settings)
-        try:
-            postgres.up()
-            db.migrate(settings)
-            with db.connect(settings, autocommit=True) as conn:
-                flavor = str(db.schema_flavor(conn))
-                figures = measure(conn)
-        finally:
-            postgres.down()
+    load_at_start = load_average()
+    with private_stack("probe", [Postgres]) as (settings, _):
+        db.migrate(settings)
+        with db.connect(settings, autocommit=True) as conn:
+            flavor = str(db.schema_flavor(conn))
+            figures = measure(conn)
     result = {
-        "benchmark": "probe",
-        "cpus": os.cpu_count(),
-        "db_flavor": flavor,
-        "loadavg_1m_at_start": load_at_start,
-        "loadavg_1m": round(os.getloadavg()[0], 2),
+        **conditions("probe", flavor, load_at_start),
         "devices": DEVICES,
         "days": DAYS,
         **figures,
@@ -142,11 +116,7 @@ def main() -> None:
         and figures["chunks_planned_bounded"] <= (2 if figures["chunks"] else 0)
         and figures["bounded_ms"] < figures["unbounded_ms"]
     )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    if not result["meets_target"]:
-        sys.exit(1)
+    finish("probe", result, result["meets_target"])
 
 
 if __name__ == "__main__":
