@@ -15,6 +15,7 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from gridshare.core.settings import Settings
@@ -58,6 +59,15 @@ class Link:
                 return self.next_pid
 
 
+@dataclass(frozen=True)
+class LinkOptions:
+    """How every device uses its connection."""
+
+    window: int = 20  # QoS 1 publishes in flight per device
+    keepalive: int = 60  # seconds
+    connect_concurrency: int = 200  # connection attempts at once, fleet-wide
+
+
 class Connections:
     """Connect, publish and reconnect every link of a fleet against the broker of `settings`.
 
@@ -70,18 +80,11 @@ class Connections:
         links: Sequence[Link],
         stats: FleetStats,
         acked: AckedLog,
-        *,
-        window: int,
-        keepalive: int,
-        connect_concurrency: int,
+        options: LinkOptions,
     ) -> None:
-        self.settings = settings
-        self.links = links
-        self.stats = stats
-        self.acked = acked
-        self.window = window
-        self.keepalive = keepalive
-        self.connect_concurrency = connect_concurrency
+        self.settings, self.links, self.stats, self.acked = settings, links, stats, acked
+        self.window, self.keepalive = options.window, options.keepalive
+        self.connect_concurrency = options.connect_concurrency
         self.protocol = 4 if cluster.enabled(settings) else 5
         # A clustered broker: devices spread over its nodes and move to the next on failure.
         self.endpoints = cluster.mqtt_endpoints(settings) or [

@@ -31,7 +31,7 @@ from gridshare.core.settings import Settings
 from gridshare.core.stack.process import raise_open_files_limit
 from gridshare.gateway.identity import DeviceIdentity
 from gridshare.sim.checkpoint import Checkpoint
-from gridshare.sim.connection import Connections, Link
+from gridshare.sim.connection import Connections, Link, LinkOptions
 from gridshare.sim.device import SimDevice
 from gridshare.sim.faults import FaultPlan
 from gridshare.sim.scheduler import Scheduler, SimClock
@@ -115,9 +115,7 @@ class Fleet:
             self.links,
             self.stats,
             self._acked,
-            window=window,
-            keepalive=keepalive,
-            connect_concurrency=connect_concurrency,
+            LinkOptions(window, keepalive, connect_concurrency),
         )
         self.clock = SimClock(self.start, speed)
         self.scheduler = Scheduler(

@@ -39,22 +39,15 @@ class SimClock:
         return self.start + self.speed * (time.monotonic() - self.t0)
 
 
+@dataclass
 class Scheduler:
     """Generate every reading of `links` as simulated time reaches it."""
 
-    def __init__(
-        self,
-        links: Sequence[Link],
-        connections: Connections,
-        clock: SimClock,
-        stats: FleetStats,
-        max_backlog: int,
-    ) -> None:
-        self.links = links
-        self.connections = connections
-        self.clock = clock
-        self.stats = stats
-        self.max_backlog = max_backlog
+    links: Sequence[Link]
+    connections: Connections
+    clock: SimClock
+    stats: FleetStats
+    max_backlog: int
 
     async def run(self, end: float, stop: asyncio.Event) -> None:
         """Until simulated time passes `end` with nothing due before it, or `stop` is set."""
