@@ -66,7 +66,8 @@ class BridgeStore:
 
     @classmethod
     async def open(cls, settings: Settings, max_size: int = 8) -> BridgeStore:
-        return cls(await db.async_pool(settings, min_size=1, max_size=max_size, autocommit=True))
+        own = settings.for_service("bridge")  # its role writes only the bridges' tables
+        return cls(await db.async_pool(own, min_size=1, max_size=max_size, autocommit=True))
 
     async def close(self) -> None:
         if self._writer is not None:

@@ -12,7 +12,7 @@ from gridshare.core import db
 from gridshare.core.errors import ConfigError, MigrationError
 from gridshare.core.settings import SERVICE_ROLES, Settings
 
-GRANTS_VERSION = 47  # the migration that grants the services' roles their rights
+GRANTS_VERSIONS = (47, 50)  # the migrations that grant the services' roles their rights
 
 
 def wanted_roles(settings: Settings) -> dict[str, str | None]:
@@ -35,8 +35,8 @@ def wanted_roles(settings: Settings) -> dict[str, str | None]:
 
 def create_service_roles(settings: Settings) -> list[str]:
     """Create (or give its password to) every role `wanted_roles` names, as the migrating
-    role, which needs CREATEROLE; the roles created. When the grants' migration ran before a
-    role existed, it is run again (it is idempotent) so the new role gets its rights."""
+    role, which needs CREATEROLE; the roles created. When the grants' migrations ran before a
+    role existed, they are run again (it is idempotent) so the new role gets its rights."""
     created: list[str] = []
     with db.connect(settings, autocommit=True) as conn:
         try:
@@ -61,12 +61,17 @@ def create_service_roles(settings: Settings) -> list[str]:
 
 
 def _grant_again(conn: psycopg.Connection) -> None:
-    """Run the grants' migration again when it ran before the roles just created existed."""
+    """Run the grants' migrations again when they ran before the roles just created existed."""
     flavor = db.schema_flavor(conn)
     if flavor is None:
         return
-    applied = conn.execute("SELECT 1 FROM schema_migrations WHERE version = %s", (GRANTS_VERSION,))
-    if applied.fetchone() is None:
-        return
-    grants = next(m for m in db.migrations(flavor) if m.version == GRANTS_VERSION)
-    conn.execute(grants.path.read_bytes(), prepare=False)
+    applied = {
+        version
+        for (version,) in conn.execute(
+            "SELECT version FROM schema_migrations WHERE version = ANY(%s)",
+            (list(GRANTS_VERSIONS),),
+        )
+    }
+    for grants in db.migrations(flavor):
+        if grants.version in applied:
+            conn.execute(grants.path.read_bytes(), prepare=False)

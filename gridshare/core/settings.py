@@ -16,13 +16,15 @@ from gridshare.core.errors import ConfigError
 
 ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
 # The database role of each service (docs/database.md, "Roles"): the local stack creates
-# them, migration 0047 grants them their rights. The API and the signers share the reader.
-Service = Literal["ingest", "oracle", "api", "oracle_signer"]
+# them, migrations 0047 and 0050 grant them their rights. The API and the signers share the
+# reader.
+Service = Literal["ingest", "oracle", "api", "oracle_signer", "bridge"]
 SERVICE_ROLES: dict[str, str] = {
     "ingest": "gridshare_ingest",
     "oracle": "gridshare_oracle",
     "api": "gridshare_reader",
     "oracle_signer": "gridshare_reader",
+    "bridge": "gridshare_bridge",
 }
 DEV_CHAIN_ID = 31337  # the only chain the public development mnemonic may be used on
 
@@ -44,6 +46,7 @@ class Settings(BaseSettings):
     oracle_db_url: str = ""  # the attestation loop: writes only the oracle's tables
     api_db_url: str = ""  # read-only
     oracle_signer_db_url: str = ""  # read-only; GRIDSHARE_ORACLE_SIGNER_DB_URLS per signer
+    bridge_db_url: str = ""  # the OCPP and SunSpec bridges: meter states and meter evidence
     mqtt_url: str = "mqtt://127.0.0.1:11883"
     mqtt_device_url: str = "mqtts://127.0.0.1:18883"  # the devices' TLS listener
     rpc_url: str = "http://127.0.0.1:18545"
@@ -176,6 +179,7 @@ class Settings(BaseSettings):
             "GRIDSHARE_ORACLE_DB_URL": self.oracle_db_url,
             "GRIDSHARE_API_DB_URL": self.api_db_url,
             "GRIDSHARE_ORACLE_SIGNER_DB_URL": self.oracle_signer_db_url,
+            "GRIDSHARE_BRIDGE_DB_URL": self.bridge_db_url,
             "GRIDSHARE_DB_FLAVOR": self.db_flavor,
             "GRIDSHARE_DB_EXTERNAL": str(self.db_external).lower(),
             "GRIDSHARE_PG_BIN_DIR": self.pg_bin_dir,

@@ -26,6 +26,7 @@ DB_URLS = (
     "GRIDSHARE_ORACLE_DB_URL",
     "GRIDSHARE_API_DB_URL",
     "GRIDSHARE_ORACLE_SIGNER_DB_URL",
+    "GRIDSHARE_BRIDGE_DB_URL",
 )
 # The role each service connects as, per the settings it reads (docs/database.md, "Roles").
 SERVICE_ROLES_IN_COMPOSE: dict[str, dict[Service, str]] = {

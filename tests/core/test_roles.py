@@ -40,6 +40,11 @@ EXPECTED_WRITES: dict[Service, set[tuple[str, str]]] = {
     },
     "api": set(),
     "oracle_signer": set(),
+    "bridge": {
+        ("bridge_state", "INSERT"),
+        ("bridge_state", "UPDATE"),
+        ("reading_evidence", "INSERT"),
+    },
 }
 
 
@@ -138,7 +143,7 @@ def _chunks_without_their_hypertables_rights(conn: psycopg.Connection) -> list[t
         " FROM timescaledb_information.chunks"
     ).fetchall()
     assert chunks
-    roles = ("gridshare_ingest", "gridshare_oracle", "gridshare_reader")
+    roles = ("gridshare_ingest", "gridshare_oracle", "gridshare_reader", "gridshare_bridge")
     return [
         (chunk, role, right)
         for chunk, hypertable in chunks
