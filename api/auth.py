@@ -30,6 +30,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 
 import jwt
@@ -139,9 +140,9 @@ class Authenticator:
     ttl: timedelta = field(default_factory=lambda: timedelta(hours=1))
     spent: SpentNonces = field(default_factory=SpentNonces)
 
-    @property
+    @cached_property
     def nonce_key(self) -> bytes:
-        """A key of its own for nonces, derived from the JWT secret all workers share."""
+        """A key of its own for nonces, derived once from the JWT secret all workers share."""
         return hmac.new(self.jwt_secret.encode(), NONCE_KEY_LABEL, hashlib.sha256).digest()
 
     def _nonce_mac(self, random_hex: str, expires_hex: str, address_hex: str) -> str:
