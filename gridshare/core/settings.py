@@ -175,11 +175,9 @@ class Settings(BaseSettings):
         return {
             "GRIDSHARE_STATE_DIR": str(self.state_path),
             "GRIDSHARE_DB_URL": self.db_url,
-            "GRIDSHARE_INGEST_DB_URL": self.ingest_db_url,
-            "GRIDSHARE_ORACLE_DB_URL": self.oracle_db_url,
-            "GRIDSHARE_API_DB_URL": self.api_db_url,
-            "GRIDSHARE_ORACLE_SIGNER_DB_URL": self.oracle_signer_db_url,
-            "GRIDSHARE_BRIDGE_DB_URL": self.bridge_db_url,
+            **{
+                f"GRIDSHARE_{s.upper()}_DB_URL": getattr(self, f"{s}_db_url") for s in SERVICE_ROLES
+            },
             "GRIDSHARE_DB_FLAVOR": self.db_flavor,
             "GRIDSHARE_DB_EXTERNAL": str(self.db_external).lower(),
             "GRIDSHARE_PG_BIN_DIR": self.pg_bin_dir,
